@@ -1,0 +1,130 @@
+"""SSD anchors ("default boxes") for a list of feature-map shapes.
+
+Liu et al., "SSD", section 2.2 "Choosing scales and aspect ratios for default
+boxes" (equation 4: ``s_k = s_min + (s_max - s_min) (k - 1) / (m - 1)``), in the
+form of the TF Object Detection API's ``ssd_anchor_generator`` that the PPN
+paper's models use (section 3: "similar anchor design as SSD").
+
+Anchors are plain numpy arrays of static shape: they depend only on the
+feature-map sizes, so they are computed once when a model is built and the
+targets can be encoded in the ``tf.data`` pipeline. Boxes are
+``[ymin, xmin, ymax, xmax]`` normalised to ``[0, 1]`` by the image size.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorConfig:
+    """Settings of :func:`ssd_anchors`, stored in a model's config.
+
+    Attributes:
+        min_scale, max_scale: anchor side (relative to the shorter image side)
+            on the first and last level; levels in between are linear.
+        aspect_ratios: width / height of the anchors at every location.
+        interpolated_scale_aspect_ratio: if > 0, one more anchor per location
+            with this aspect ratio at scale ``sqrt(s_k * s_{k+1})`` (SSD's extra
+            square box; ``s_{m+1} = 1``).
+        reduce_boxes_in_lowest_layer: the first level gets only three anchors
+            (scale 0.1 ratio 1, and scale ``s_1`` ratios 2 and 1/2), as the
+            SSD MobileNet v1 reference does.
+        scales: explicit per-level scales, overriding the linear rule (e.g. the
+            M2Det size-dependent ranges); ``len == num levels``.
+    """
+
+    min_scale: float = 0.2
+    max_scale: float = 0.95
+    aspect_ratios: tuple = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
+    interpolated_scale_aspect_ratio: float = 1.0
+    reduce_boxes_in_lowest_layer: bool = False
+    scales: tuple = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config):
+        config = dict(config)
+        for key in ("aspect_ratios", "scales"):
+            if config.get(key) is not None:
+                config[key] = tuple(config[key])
+        return cls(**config)
+
+
+def level_scales(config, num_levels):
+    """Per-level scales ``s_1..s_m`` followed by ``s_{m+1} = 1`` (SSD eq. 4)."""
+    if config.scales is not None:
+        if len(config.scales) != num_levels:
+            raise ValueError(
+                f"AnchorConfig.scales has {len(config.scales)} entries for {num_levels} levels."
+            )
+        return list(config.scales) + [1.0]
+    if num_levels == 1:
+        return [config.min_scale, 1.0]
+    step = (config.max_scale - config.min_scale) / (num_levels - 1)
+    return [config.min_scale + step * i for i in range(num_levels)] + [1.0]
+
+
+def box_specs(config, num_levels):
+    """``[(scale, aspect_ratio), ...]`` for each level: the anchors at one location."""
+    scales = level_scales(config, num_levels)
+    specs = []
+    for level in range(num_levels):
+        scale, next_scale = scales[level], scales[level + 1]
+        if level == 0 and config.reduce_boxes_in_lowest_layer:
+            specs.append([(0.1, 1.0), (scale, 2.0), (scale, 0.5)])
+            continue
+        level_specs = [(scale, ratio) for ratio in config.aspect_ratios]
+        if config.interpolated_scale_aspect_ratio > 0:
+            level_specs.append(
+                (np.sqrt(scale * next_scale), config.interpolated_scale_aspect_ratio)
+            )
+        specs.append(level_specs)
+    return specs
+
+
+def anchors_per_location(config, num_levels):
+    """Number of anchors at each location of each level."""
+    return [len(specs) for specs in box_specs(config, num_levels)]
+
+
+def ssd_anchors(feature_shapes, image_shape, config=AnchorConfig()):
+    """All anchors of a pyramid, level by level, row-major, anchors innermost.
+
+    The order matches a head output reshaped from ``[B, h, w, A * k]`` to
+    ``[B, h * w * A, k]`` and concatenated over levels.
+
+    Args:
+        feature_shapes: ``[(h, w), ...]`` of the pyramid levels, largest first.
+        image_shape: ``(H, W)`` of the input image; anchors are square in pixels
+            (their normalised sides are scaled by ``min(H, W) / H`` and
+            ``min(H, W) / W``, as the reference's base anchor size is).
+        config: :class:`AnchorConfig`.
+
+    Returns:
+        float32 array ``[sum_l h_l * w_l * A_l, 4]`` of
+        ``[ymin, xmin, ymax, xmax]`` in normalised coordinates. Cell ``(i, j)``
+        of an ``h x w`` level is centred at ``((i + 0.5) / h, (j + 0.5) / w)``.
+    """
+    image_h, image_w = image_shape
+    min_side = min(image_h, image_w)
+    unit_h, unit_w = min_side / image_h, min_side / image_w
+    all_anchors = []
+    for (h, w), specs in zip(feature_shapes, box_specs(config, len(feature_shapes))):
+        scales = np.array([s for s, _ in specs], np.float64)
+        ratios = np.sqrt(np.array([r for _, r in specs], np.float64))
+        heights = scales / ratios * unit_h
+        widths = scales * ratios * unit_w
+        cy, cx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+        cy = cy[:, :, None]
+        cx = cx[:, :, None]
+        boxes = np.stack(
+            np.broadcast_arrays(
+                cy - heights / 2, cx - widths / 2, cy + heights / 2, cx + widths / 2
+            ),
+            axis=-1,
+        )
+        all_anchors.append(boxes.reshape(-1, 4))
+    return np.concatenate(all_anchors, axis=0).astype(np.float32)
