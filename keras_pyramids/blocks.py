@@ -1,0 +1,78 @@
+"""Small building blocks shared by pyramids and heads."""
+
+import keras
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class ConvBlock(keras.layers.Layer):
+    """Conv2D (no bias) -> BatchNormalization -> activation, SAME padding.
+
+    The "conv + batch norm + ReLU(6)" unit every paper in the zoo uses between
+    feature maps. ``activation`` is ``"relu6"`` (MobileNet family, SSD/PPN
+    reference), ``"relu"`` (VGG/ResNet family, M2Det) or ``None``.
+
+    Input ``[B, H, W, C_in]`` -> output ``[B, ceil(H / s), ceil(W / s), filters]``.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=1,
+        strides=1,
+        dilation_rate=1,
+        activation="relu6",
+        batch_norm_epsilon=1e-3,
+        batch_norm_momentum=0.997,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.activation = activation
+        self.batch_norm_epsilon = batch_norm_epsilon
+        self.batch_norm_momentum = batch_norm_momentum
+        self.conv = layers.Conv2D(
+            self.filters,
+            kernel_size,
+            strides=strides,
+            dilation_rate=dilation_rate,
+            padding="same",
+            use_bias=False,
+            name="conv",
+        )
+        self.bn = layers.BatchNormalization(
+            epsilon=batch_norm_epsilon, momentum=batch_norm_momentum, name="bn"
+        )
+        if activation == "relu6":
+            self.act = layers.ReLU(6.0, name="relu6")
+        elif activation is None:
+            self.act = None
+        else:
+            self.act = layers.Activation(activation, name=str(activation))
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        x = self.bn(self.conv(inputs), training=training)
+        return self.act(x) if self.act is not None else x
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            activation=self.activation,
+            batch_norm_epsilon=self.batch_norm_epsilon,
+            batch_norm_momentum=self.batch_norm_momentum,
+        )
+        return config

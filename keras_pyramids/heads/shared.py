@@ -1,0 +1,110 @@
+"""The weight-shared box predictor of PPN (paper section 2.1 and section 3)."""
+
+import keras
+from keras import layers
+
+from keras_pyramids.heads.base import concat_levels, prior_bias_initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class WeightSharedBoxPredictor(keras.layers.Layer):
+    """One box predictor applied to every pyramid level.
+
+    PPN paper section 2.1 ("Shared Box Predictor") and section 3: "A shared
+    1x1 depth 512 convolution is applied before the box classifier and
+    location regressor". The tower conv, the classifier and the regressor
+    share their weights over levels; the batch norm after the tower conv is
+    separate per level, as in the reference implementation
+    (``WeightSharedConvolutionalBoxPredictor``), because feature statistics
+    differ between pyramid levels.
+
+    Args:
+        num_classes: foreground classes (sigmoid scores, no background column).
+        num_anchors: anchors per location, the same on every level.
+        depth: channels of the shared tower convs.
+        num_layers_before_predictor: number of tower convs.
+        kernel_size: of tower, classifier and regressor convs.
+        class_prior_probability: initial foreground probability (bias init).
+
+    Input: list of ``L`` maps ``[B, h_l, w_l, C]`` (same ``C``). Output:
+    ``{"boxes": [B, N, 4], "classes": [B, N, num_classes]}``,
+    ``N = num_anchors * sum_l h_l * w_l``.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        num_anchors=6,
+        depth=512,
+        num_layers_before_predictor=1,
+        kernel_size=1,
+        class_prior_probability=0.01,
+        activation="relu6",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_anchors = int(num_anchors)
+        self.depth = int(depth)
+        self.num_layers_before_predictor = int(num_layers_before_predictor)
+        self.kernel_size = kernel_size
+        self.class_prior_probability = float(class_prior_probability)
+        self.activation = activation
+        self.tower = [
+            layers.Conv2D(depth, kernel_size, padding="same", use_bias=False, name=f"tower_conv_{i}")
+            for i in range(self.num_layers_before_predictor)
+        ]
+        self.act = layers.ReLU(6.0) if activation == "relu6" else layers.Activation(activation)
+        self.tower_norms = []  # [layer][level], created in build() once L is known
+        self.box_conv = layers.Conv2D(
+            self.num_anchors * 4, kernel_size, padding="same", name="box_encodings"
+        )
+        self.class_conv = layers.Conv2D(
+            self.num_anchors * self.num_classes,
+            kernel_size,
+            padding="same",
+            bias_initializer=prior_bias_initializer(self.class_prior_probability),
+            name="class_predictions",
+        )
+
+    def build(self, input_shape):
+        channels = {shape[-1] for shape in input_shape}
+        if len(channels) != 1:
+            raise ValueError(
+                f"A weight-shared predictor needs the same depth on every level; got {sorted(channels)}."
+            )
+        shape = tuple(input_shape[0])
+        for i, conv in enumerate(self.tower):
+            conv.build(shape)
+            shape = shape[:-1] + (self.depth,)
+            norms = [
+                layers.BatchNormalization(epsilon=1e-3, momentum=0.997, name=f"tower_bn_{i}_level_{level}")
+                for level in range(len(input_shape))
+            ]
+            for norm in norms:
+                norm.build(shape)
+            self.tower_norms.append(norms)
+        self.box_conv.build(shape)
+        self.class_conv.build(shape)
+
+    def call(self, features, training=None):
+        box_maps, class_maps = [], []
+        for level, x in enumerate(features):
+            for conv, norms in zip(self.tower, self.tower_norms):
+                x = self.act(norms[level](conv(x), training=training))
+            box_maps.append(self.box_conv(x))
+            class_maps.append(self.class_conv(x))
+        return concat_levels(box_maps, class_maps, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            num_anchors=self.num_anchors,
+            depth=self.depth,
+            num_layers_before_predictor=self.num_layers_before_predictor,
+            kernel_size=self.kernel_size,
+            class_prior_probability=self.class_prior_probability,
+            activation=self.activation,
+        )
+        return config

@@ -1,0 +1,171 @@
+"""The single-shot detector model every detection family of the zoo is built as.
+
+``image -> backbone -> pyramid -> head -> raw outputs`` (DESIGN.md): training
+compares the raw outputs with anchor targets encoded in ``tf.data``;
+``predict`` decodes them with the anchors and runs NMS.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_pyramids import anchors as anchor_lib
+from keras_pyramids import losses as loss_lib
+from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.target_assigner import TargetAssigner
+
+
+def _scale_loss_for_replicas(loss):
+    """Divides a per-replica loss by the replica count so summed gradients average.
+
+    Keras' built-in losses do this inside ``compute_loss``; a custom
+    ``compute_loss`` has to do it itself under ``tf.distribute``.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class Detector(keras.Model):
+    """A single-shot detector: backbone, pyramid, head, anchors and post-processing.
+
+    Args:
+        backbone: ``keras.Model`` mapping images ``[B, H, W, 3]`` (float, 0..255)
+            to a dict of endpoints; its input shape fixes the image size.
+        pyramid: layer mapping the endpoint dict to a list of maps, largest first.
+        head: layer mapping that list to ``{"boxes": [B, N, 4], "classes": [B, N, C]}``.
+        num_classes: number of foreground classes ``C``.
+        anchor_config: :class:`keras_pyramids.anchors.AnchorConfig` (or its dict).
+        loss_config: :class:`keras_pyramids.losses.LossConfig` (or its dict).
+        matcher_config: ``{"matched_threshold", "unmatched_threshold", "force_match"}``.
+        postprocessor: :class:`DetectionPostProcessor` (default settings if None).
+
+    ``model(images)`` returns the raw outputs; ``model.predict(images)`` returns
+    ``{"boxes": [B, K, 4] normalised [ymin, xmin, ymax, xmax], "scores": [B, K],
+    "classes": [B, K] int32, "num_detections": [B] int32}``; ``model.fit`` takes
+    ``(images, {"boxes": [B, N, 4], "classes": [B, N]})`` from
+    :meth:`target_assigner` and needs no ``loss`` in ``compile``.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        pyramid,
+        head,
+        num_classes,
+        anchor_config=None,
+        loss_config=None,
+        matcher_config=None,
+        postprocessor=None,
+        **kwargs,
+    ):
+        input_shape = tuple(backbone.input_shape[1:])
+        if len(input_shape) != 3 or None in input_shape[:2] or input_shape[2] != 3:
+            raise ValueError(
+                f"A detector needs a fixed image size with 3 channels; the backbone takes {input_shape}."
+            )
+        images = keras.Input(shape=input_shape, name="images")
+        features = pyramid(backbone(images))
+        outputs = head(features)
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        self.backbone = backbone
+        self.pyramid = pyramid
+        self.head = head
+        self.num_classes = int(num_classes)
+        if isinstance(anchor_config, dict):
+            anchor_config = anchor_lib.AnchorConfig.from_dict(anchor_config)
+        self.anchor_config = anchor_config or anchor_lib.AnchorConfig()
+        if isinstance(loss_config, dict):
+            loss_config = loss_lib.LossConfig(**loss_config)
+        self.loss_config = loss_config or loss_lib.LossConfig()
+        self.matcher_config = dict(
+            {"matched_threshold": 0.5, "unmatched_threshold": 0.5, "force_match": True},
+            **(matcher_config or {}),
+        )
+        self.postprocessor = postprocessor or DetectionPostProcessor(name="postprocessor")
+
+        self.image_size = tuple(int(d) for d in input_shape[:2])
+        self.feature_shapes = [tuple(int(d) for d in f.shape[1:3]) for f in features]
+        self.anchors = anchor_lib.ssd_anchors(self.feature_shapes, self.image_size, self.anchor_config)
+        predicted = int(outputs["boxes"].shape[1])
+        if predicted != len(self.anchors):
+            raise ValueError(
+                f"The head predicts {predicted} boxes but the pyramid has {len(self.anchors)} anchors; "
+                "check the anchors per location of the head against the anchor config."
+            )
+        # Not tracked as a sub-model: it shares every layer with this model.
+        self.__dict__["_feature_model"] = keras.Model(images, features, name="feature_extractor")
+        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        self.class_loss_tracker = keras.metrics.Mean(name="class_loss")
+
+    @property
+    def feature_extractor(self):
+        """``keras.Model``: images -> list of pyramid maps, largest first."""
+        return self.__dict__["_feature_model"]
+
+    @property
+    def num_anchors(self):
+        return len(self.anchors)
+
+    def target_assigner(self):
+        """The :class:`TargetAssigner` that encodes training targets for this model."""
+        return TargetAssigner(self.anchors, **self.matcher_config)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, box_loss, class_loss = loss_lib.detection_loss(
+            y, y_pred, self.num_classes, self.loss_config
+        )
+        self.box_loss_tracker.update_state(box_loss)
+        self.class_loss_tracker.update_state(class_loss)
+        return _scale_loss_for_replicas(total)
+
+    def postprocess(self, outputs):
+        """Raw outputs -> final detections (see class docstring)."""
+        anchors = ops.convert_to_tensor(self.anchors)
+        return self.postprocessor(outputs["boxes"], outputs["classes"], anchors)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.postprocess(self(x, training=False))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "pyramid": keras.saving.serialize_keras_object(self.pyramid),
+            "head": keras.saving.serialize_keras_object(self.head),
+            "num_classes": self.num_classes,
+            "anchor_config": self.anchor_config.to_dict(),
+            "loss_config": self.loss_config.to_dict(),
+            "matcher_config": dict(self.matcher_config),
+            "postprocessor": keras.saving.serialize_keras_object(self.postprocessor),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "pyramid", "head", "postprocessor"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def check_image_size(image_size, min_size, model_name):
+    """Normalises ``image_size`` (int or ``(H, W)``) and rejects sizes the network cannot take."""
+    if isinstance(image_size, (int, np.integer)):
+        image_size = (int(image_size), int(image_size))
+    try:
+        height, width = (int(d) for d in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be an int or (height, width); got {image_size!r}.") from None
+    if height < min_size or width < min_size:
+        raise ValueError(
+            f"{model_name} needs images of at least {min_size}x{min_size} pixels "
+            f"(its deepest feature map has stride {min_size}); got {height}x{width}."
+        )
+    return height, width

@@ -1,0 +1,4 @@
+"""Pyramids (necks): layers turning backbone endpoints into feature maps, largest first."""
+
+from keras_pyramids.pyramids.ppn import PoolingPyramid  # noqa: F401
+from keras_pyramids.pyramids.ssd import SSDFeatureMaps  # noqa: F401

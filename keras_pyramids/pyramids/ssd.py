@@ -1,0 +1,91 @@
+"""SSD feature maps: backbone endpoints plus extra stride-2 conv layers.
+
+Liu et al., "SSD", section 2.1 "Multi-scale feature maps for detection" and
+Figure 2, in the layout the PPN paper's SSD MobileNet v1 baseline uses (TF
+Object Detection API ``multi_resolution_feature_maps``): the maps are
+``Conv2d_11_pointwise``, ``Conv2d_13_pointwise`` and four new layers of depth
+512, 256, 256, 128, each a 1x1 bottleneck to half the depth followed by a 3x3
+stride-2 conv.
+"""
+
+import keras
+
+from keras_pyramids.blocks import ConvBlock
+
+SSD_MOBILENET_V1_LAYOUT = {
+    "from_layer": ("Conv2d_11_pointwise", "Conv2d_13_pointwise", "", "", "", ""),
+    "layer_depth": (-1, -1, 512, 256, 256, 128),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class SSDFeatureMaps(keras.layers.Layer):
+    """Multi-resolution SSD feature maps.
+
+    Args:
+        from_layer: per level, the backbone endpoint to take, or ``""`` for a
+            new layer computed from the previous level.
+        layer_depth: per level, the depth of a new layer (``-1`` for endpoints).
+            New depths are ``max(int(depth * depth_multiplier), min_depth)``.
+        activation: of the new layers' conv blocks.
+
+    Input: dict of endpoints. Output: list of maps, largest first; a new level
+    is ``[B, ceil(h / 2), ceil(w / 2), depth]`` of the level before it.
+    """
+
+    def __init__(
+        self,
+        from_layer=SSD_MOBILENET_V1_LAYOUT["from_layer"],
+        layer_depth=SSD_MOBILENET_V1_LAYOUT["layer_depth"],
+        depth_multiplier=1.0,
+        min_depth=16,
+        activation="relu6",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(from_layer) != len(layer_depth):
+            raise ValueError("from_layer and layer_depth must have the same length.")
+        if not from_layer or not from_layer[0]:
+            raise ValueError("The first SSD feature map must come from a backbone endpoint.")
+        self.from_layer = tuple(from_layer)
+        self.layer_depth = tuple(int(d) for d in layer_depth)
+        self.depth_multiplier = float(depth_multiplier)
+        self.min_depth = int(min_depth)
+        self.activation = activation
+        # One (bottleneck, stride-2 conv) pair per new level; [] for endpoints.
+        self.extra = []
+        for i, (source, depth) in enumerate(zip(self.from_layer, self.layer_depth)):
+            if source:
+                self.extra.append([])
+                continue
+            depth = max(int(depth * self.depth_multiplier), self.min_depth)
+            bottleneck = max(depth // 2, self.min_depth)
+            self.extra.append(
+                [
+                    ConvBlock(bottleneck, 1, activation=activation, name=f"Conv2d_{i}_1x1_{bottleneck}"),
+                    ConvBlock(depth, 3, strides=2, activation=activation, name=f"Conv2d_{i}_3x3_s2_{depth}"),
+                ]
+            )
+
+    def call(self, endpoints, training=None):
+        maps = []
+        for i, source in enumerate(self.from_layer):
+            if source:
+                maps.append(endpoints[source])
+                continue
+            x = maps[-1]
+            for block in self.extra[i]:
+                x = block(x, training=training)
+            maps.append(x)
+        return maps
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            from_layer=self.from_layer,
+            layer_depth=self.layer_depth,
+            depth_multiplier=self.depth_multiplier,
+            min_depth=self.min_depth,
+            activation=self.activation,
+        )
+        return config
