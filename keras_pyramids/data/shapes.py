@@ -1,0 +1,277 @@
+"""Built-in offline detection dataset: coloured shapes on textured backgrounds.
+
+Every image is drawn with numpy from a seed, so the dataset needs no files and
+no network and is identical on every machine. It is made for the README's
+"train from scratch on CPU" command: objects are solid filled shapes with good
+contrast against a textured, noisy background (learnable in minutes), but the
+classes differ only by shape (colours are random for every object), sizes span
+``min_size`` (~8 % of the image side, where the fine pyramid levels matter) to
+``max_size`` (~70 %, the coarse levels), and an image holds 0 to
+``max_objects`` objects (some images have none).
+
+Boxes are computed from the drawn pixels, so each box tightly encloses its
+object. Objects never overlap (their boxes are at least ``_GAP`` pixels apart),
+so no object is occluded and every box is fully supported by visible pixels.
+
+Each split has its own seed stream derived from the base seed
+(``SeedSequence([seed, split_code, index])``), so splits never share images and
+image ``i`` of a split does not depend on ``num_examples``.
+"""
+
+import functools
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_pyramids.data.dataset import DetectionDataset, ragged_rows
+
+CLASS_NAMES = ("circle", "square", "triangle", "cross")
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+DEFAULT_NUM_EXAMPLES = {"train": 2000, "validation": 200, "test": 200}
+DEFAULT_IMAGE_SIZE = 256
+DEFAULT_SEED = 0
+
+# Pixels kept free between two objects' boxes.
+_GAP = 2
+# Minimum luma difference between an object's colour and the background so that
+# the shapes stay clearly visible through the background texture.
+_MIN_CONTRAST = 90.0
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _shape_mask(class_id, side):
+    """Boolean ``[side, side]`` mask of one shape filling a ``side``-pixel square.
+
+    Pixel centres are at ``(i + 0.5) / side`` in unit coordinates.
+    """
+    t = (np.arange(side) + 0.5) / side
+    y, x = t[:, None], t[None, :]
+    name = CLASS_NAMES[class_id]
+    if name == "circle":
+        return (y - 0.5) ** 2 + (x - 0.5) ** 2 <= 0.25
+    if name == "square":
+        return np.ones((side, side), bool)
+    if name == "triangle":
+        # Isosceles, apex at the top centre, base along the bottom edge.
+        return np.broadcast_to(y >= np.abs(2.0 * x - 1.0), (side, side))
+    if name == "cross":
+        # A plus sign with arms one third of the side thick.
+        return (np.abs(y - 0.5) <= 1.0 / 6.0) | (np.abs(x - 0.5) <= 1.0 / 6.0)
+    raise ValueError(f"Unknown shape class {class_id}.")
+
+
+def _background(rng, size):
+    """``[size, size, 3]`` float32 background: a base colour, a linear gradient and
+    blocky low-frequency texture, with its luma (dark or light at random)."""
+    dark = rng.random() < 0.5
+    base = rng.uniform(15, 95, 3) if dark else rng.uniform(160, 240, 3)
+    ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    strength = rng.uniform(0, 15)
+    gradient = (np.cos(angle) * strength) * ramp[:, None] + (np.sin(angle) * strength) * ramp[None, :]
+    cell = int(rng.integers(8, 33))
+    coarse = rng.normal(0.0, 10.0, (size // cell + 1, size // cell + 1, 3)).astype(np.float32)
+    coarse += base.astype(np.float32)
+    # One gather upsamples the coarse grid to blocks of `cell` pixels.
+    index = np.arange(size) // cell
+    image = coarse[index[:, None], index[None, :]]
+    image += gradient[:, :, None]
+    return image, float(base @ _LUMA)
+
+
+def _object_colour(rng, background_luma):
+    """A random RGB colour whose luma differs from the background's by at least
+    ``_MIN_CONTRAST``."""
+    for _ in range(50):
+        colour = rng.uniform(0, 255, 3)
+        if abs(colour @ _LUMA - background_luma) >= _MIN_CONTRAST:
+            return colour
+    # Fallback (rare): a grey on the far side of the luma range.
+    return np.full(3, 15.0 if background_luma > 127 else 240.0)
+
+
+def render_example(rng, image_size, min_size, max_size, max_objects, empty_fraction):
+    """Draws one image.
+
+    Returns:
+        ``(image uint8 [S, S, 3], boxes float32 [M, 4] normalised yxyx,
+        classes int32 [M])``.
+    """
+    image, background_luma = _background(rng, image_size)
+    if rng.random() < empty_fraction:
+        wanted = 0
+    else:
+        wanted = int(rng.integers(1, max_objects + 1))
+    placed = []  # [top, left, bottom, right) in pixels, for the overlap test
+    boxes, classes = [], []
+    for _ in range(wanted):
+        class_id = int(rng.integers(len(CLASS_NAMES)))
+        side = int(round(rng.uniform(min_size, max_size) * image_size))
+        side = max(4, min(side, image_size))
+        # Rejection sampling of the position keeps objects apart; big objects
+        # leave little room, so an image may end up with fewer than `wanted`.
+        for _attempt in range(30):
+            top = int(rng.integers(0, image_size - side + 1))
+            left = int(rng.integers(0, image_size - side + 1))
+            if all(
+                top >= b + _GAP or top + side + _GAP <= t or left >= r + _GAP or left + side + _GAP <= l
+                for t, l, b, r in placed
+            ):
+                break
+        else:
+            continue
+        mask = _shape_mask(class_id, side)
+        image[top : top + side, left : left + side][mask] = _object_colour(rng, background_luma)
+        placed.append((top, left, top + side, left + side))
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        boxes.append(
+            [
+                (top + rows[0]) / image_size,
+                (left + cols[0]) / image_size,
+                (top + rows[-1] + 1) / image_size,
+                (left + cols[-1] + 1) / image_size,
+            ]
+        )
+        classes.append(class_id)
+    # Fine sensor-like noise over everything, objects included.
+    image += rng.integers(-8, 9, (image_size, image_size, 1), dtype=np.int8)
+    np.clip(image, 0, 255, out=image)
+    image = image.astype(np.uint8)
+    return (
+        image,
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(classes, np.int32),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def generate_split(
+    split,
+    num_examples,
+    image_size=DEFAULT_IMAGE_SIZE,
+    seed=DEFAULT_SEED,
+    min_size=0.08,
+    max_size=0.7,
+    max_objects=5,
+    empty_fraction=0.05,
+):
+    """Generates (and caches in memory) a whole split as numpy arrays.
+
+    Returns:
+        ``(images uint8 [N, S, S, 3], boxes list of float32 [M_i, 4],
+        classes list of int32 [M_i])``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown shapes split {split!r}; known splits: {', '.join(SPLITS)}.")
+    if not 0 < min_size <= max_size <= 1:
+        raise ValueError(f"Need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}.")
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects}.")
+    images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
+    boxes, classes = [], []
+    for index in range(num_examples):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
+        images[index], image_boxes, image_classes = render_example(
+            rng, image_size, min_size, max_size, max_objects, empty_fraction
+        )
+        boxes.append(image_boxes)
+        classes.append(image_classes)
+    images.setflags(write=False)  # shared through the cache
+    return images, tuple(boxes), tuple(classes)
+
+
+def _cached_on_disk(cache_dir, split, num_examples, image_size, seed, options):
+    """Loads the split from ``cache_dir`` if a cache file for exactly these
+    settings exists, else generates it and writes that file (never replacing an
+    existing one)."""
+    key = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+    path = os.path.join(
+        cache_dir, f"shapes_v1_{split}_n{num_examples}_s{image_size}_seed{seed}_{key}.npz"
+    )
+    if os.path.exists(path):
+        with np.load(path) as data:
+            lengths = data["lengths"]
+            splits = np.cumsum(lengths)[:-1]
+            return (
+                data["images"],
+                tuple(np.split(data["boxes"], splits)),
+                tuple(np.split(data["classes"], splits)),
+            )
+    images, boxes, classes = generate_split(split, num_examples, image_size, seed, **options)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(
+        tmp,
+        images=images,
+        boxes=np.concatenate(boxes).reshape(-1, 4),
+        classes=np.concatenate(classes),
+        lengths=np.array([len(c) for c in classes]),
+    )
+    os.replace(tmp, path)
+    return images, boxes, classes
+
+
+def load_shapes(
+    split="train",
+    num_examples=None,
+    image_size=DEFAULT_IMAGE_SIZE,
+    seed=DEFAULT_SEED,
+    min_size=0.08,
+    max_size=0.7,
+    max_objects=5,
+    empty_fraction=0.05,
+    cache_dir=None,
+):
+    """The built-in shapes dataset as a :class:`DetectionDataset`.
+
+    Args:
+        split: ``"train"`` (default 2000 images), ``"validation"`` or ``"test"``
+            (200 each); each split has its own seed stream.
+        num_examples: number of images (default per split as above).
+        image_size: side of the square images in pixels.
+        seed: base seed.
+        min_size, max_size: object side as a fraction of the image side, drawn
+            uniformly in this range.
+        max_objects: at most this many objects per image.
+        empty_fraction: probability that an image has no objects.
+        cache_dir: optional directory for an ``.npz`` cache of the split
+            (generation is fast, so this is only for repeated runs).
+
+    Returns:
+        :class:`DetectionDataset` with classes ``circle, square, triangle,
+        cross``; ``image_id`` is ``index + 1``.
+    """
+    if num_examples is None:
+        if split not in DEFAULT_NUM_EXAMPLES:
+            raise ValueError(f"Unknown shapes split {split!r}; known splits: {', '.join(SPLITS)}.")
+        num_examples = DEFAULT_NUM_EXAMPLES[split]
+    options = dict(
+        min_size=float(min_size),
+        max_size=float(max_size),
+        max_objects=int(max_objects),
+        empty_fraction=float(empty_fraction),
+    )
+    if cache_dir is not None:
+        images, boxes, classes = _cached_on_disk(
+            cache_dir, split, int(num_examples), int(image_size), int(seed), options
+        )
+    else:
+        images, boxes, classes = generate_split(
+            split, int(num_examples), int(image_size), int(seed), **options
+        )
+    examples = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": images,
+            "boxes": ragged_rows(boxes, (4,), np.float32),
+            "classes": ragged_rows(classes, (), np.int32),
+            "image_id": np.arange(1, len(images) + 1, dtype=np.int64),
+        }
+    )
+    return DetectionDataset(
+        examples=examples,
+        class_names=list(CLASS_NAMES),
+        category_ids=list(range(len(CLASS_NAMES))),
+        num_examples=len(images),
+    )
