@@ -7,3 +7,11 @@ from keras_pyramids.training.strategy import (  # noqa: F401
     get_strategy,
     strategy_device_type,
 )
+from keras_pyramids.training.trainer import (  # noqa: F401
+    OPTIMIZERS,
+    TrainConfig,
+    TrainResult,
+    evaluate_run,
+    make_optimizer,
+    train,
+)
