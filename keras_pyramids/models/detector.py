@@ -103,6 +103,35 @@ class Detector(keras.Model):
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
         self.class_loss_tracker = keras.metrics.Mean(name="class_loss")
 
+    def check_images(self, images):
+        """Raises a ValueError naming the problem if ``images`` is not ``[B, H, W, 3]`` at this model's size."""
+        shape = getattr(images, "shape", None)
+        if shape is None:
+            return
+        shape = tuple(shape)
+        expected = (None,) + self.image_size + (3,)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.name} expects a batch of images of shape [batch, {self.image_size[0]}, "
+                f"{self.image_size[1]}, 3] (rank 4); got an array of rank {len(shape)} with shape {shape}."
+            )
+        if shape[-1] is not None and shape[-1] != 3:
+            raise ValueError(f"{self.name} expects 3 colour channels (RGB); got {shape[-1]} in shape {shape}.")
+        if any(s is not None and e is not None and s != e for s, e in zip(shape[1:3], expected[1:3])):
+            raise ValueError(
+                f"{self.name} was built for {self.image_size[0]}x{self.image_size[1]} images; got "
+                f"{shape[1]}x{shape[2]}. Resize the images (the data pipelines do) or build the model "
+                f"with image_size=({shape[1]}, {shape[2]})."
+            )
+
+    def __call__(self, inputs, *args, **kwargs):
+        self.check_images(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_images(x)
+        return super().predict(x, *args, **kwargs)
+
     @property
     def feature_extractor(self):
         """``keras.Model``: images -> list of pyramid maps, largest first."""
