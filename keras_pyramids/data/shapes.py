@@ -91,12 +91,15 @@ def _object_colour(rng, background_luma):
     return np.full(3, 15.0 if background_luma > 127 else 240.0)
 
 
-def render_example(rng, image_size, min_size, max_size, max_objects, empty_fraction):
+def render_example(
+    rng, image_size, min_size, max_size, max_objects, empty_fraction, return_masks=False
+):
     """Draws one image.
 
     Returns:
         ``(image uint8 [S, S, 3], boxes float32 [M, 4] normalised yxyx,
-        classes int32 [M])``.
+        classes int32 [M])``, plus ``masks bool [M, S, S]`` (each object's
+        drawn pixels) if ``return_masks``.
     """
     image, background_luma = _background(rng, image_size)
     if rng.random() < empty_fraction:
@@ -104,7 +107,7 @@ def render_example(rng, image_size, min_size, max_size, max_objects, empty_fract
     else:
         wanted = int(rng.integers(1, max_objects + 1))
     placed = []  # [top, left, bottom, right) in pixels, for the overlap test
-    boxes, classes = [], []
+    boxes, classes, masks = [], [], []
     for _ in range(wanted):
         class_id = int(rng.integers(len(CLASS_NAMES)))
         side = int(round(rng.uniform(min_size, max_size) * image_size))
@@ -124,6 +127,10 @@ def render_example(rng, image_size, min_size, max_size, max_objects, empty_fract
         mask = _shape_mask(class_id, side)
         image[top : top + side, left : left + side][mask] = _object_colour(rng, background_luma)
         placed.append((top, left, top + side, left + side))
+        if return_masks:
+            full = np.zeros((image_size, image_size), bool)
+            full[top : top + side, left : left + side] = mask
+            masks.append(full)
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
         boxes.append(
@@ -139,11 +146,16 @@ def render_example(rng, image_size, min_size, max_size, max_objects, empty_fract
     image += rng.integers(-8, 9, (image_size, image_size, 1), dtype=np.int8)
     np.clip(image, 0, 255, out=image)
     image = image.astype(np.uint8)
-    return (
-        image,
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(classes, np.int32),
-    )
+    result = (image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int32))
+    if return_masks:
+        result += (np.asarray(masks, bool).reshape(-1, image_size, image_size),)
+    return result
+
+
+def example_rng(seed, split, index):
+    """The random generator of image ``index`` of ``split``: its own seed
+    stream, so images do not depend on each other or on the split size."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -172,7 +184,7 @@ def generate_split(
     images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
     boxes, classes = [], []
     for index in range(num_examples):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
+        rng = example_rng(seed, split, index)
         images[index], image_boxes, image_classes = render_example(
             rng, image_size, min_size, max_size, max_objects, empty_fraction
         )
@@ -234,7 +246,8 @@ def load_shapes(
         seed: base seed.
         min_size, max_size: object side as a fraction of the image side, drawn
             uniformly in this range.
-        max_objects: at most this many objects per image.
+        max_objects: at most this many objects per image (fewer when large
+            objects leave no room).
         empty_fraction: probability that an image has no objects.
         cache_dir: optional directory for an ``.npz`` cache of the split
             (generation is fast, so this is only for repeated runs).
