@@ -1,0 +1,380 @@
+"""The ``keras-pyramids`` command: train, evaluate, list-models, report.
+
+Examples::
+
+    keras-pyramids train --config experiments/ppn_mobilenet_shapes.json
+    keras-pyramids train --model ppn_mobilenet --dataset shapes --image-size 160 --epochs 5
+    keras-pyramids evaluate runs/ppn_mobilenet_shapes/model.keras --split validation
+    keras-pyramids list-models
+    keras-pyramids report --models ppn_mobilenet ssd_mobilenet
+
+Bad input (unknown model, missing file, invalid value) prints one line
+``keras-pyramids: error: ...`` and exits with status 2.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import typing
+
+PROG = "keras-pyramids"
+
+# Published figures to print next to ours: PPN paper Table 1 (COCO, MobileNet
+# v1, 300x300). The paper's FLOPs are 2x its multiply-adds (SSD MobileNet v1
+# has ~1.2G multiply-adds), i.e. the TF profiler's convention used here.
+PAPER_FIGURES = {
+    "ssd_mobilenet": {"flops": 2.48e9, "params": 6.83e6, "mAP": 20.0, "gpu_ms": 27,
+                      "source": "PPN paper Table 1"},
+    "ppn_mobilenet": {"flops": 2.35e9, "params": 2.18e6, "mAP": 19.7, "gpu_ms": 26,
+                      "source": "PPN paper Table 1"},
+}
+
+
+class CliError(Exception):
+    """A user error reported as one line with exit status 2."""
+
+
+# -- train ----------------------------------------------------------------------
+
+def _parse_image_size(text):
+    """``"300"`` -> 300, ``"300,400"`` or ``"300x400"`` -> ``[300, 400]`` (H, W)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid image size {text!r} (use N or H,W)") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return values
+    raise argparse.ArgumentTypeError(f"invalid image size {text!r} (use N or H,W)")
+
+
+def _parse_json_object(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _parse_optional_bool(text):
+    lowered = text.lower()
+    if lowered in ("auto", "none"):
+        return "auto"
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
+
+
+def _add_train_config_flags(parser):
+    """One ``--flag`` per :class:`TrainConfig` field; all default to ``None`` = "not given".
+
+    Generated from the dataclass so the flags and the JSON configs cannot drift apart.
+    """
+    from keras_pyramids.training.trainer import TrainConfig
+
+    docs = {}
+    # "name: text" lines of the Attributes section of TrainConfig's docstring.
+    current = None
+    for line in (TrainConfig.__doc__ or "").splitlines():
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if sep and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = [n.strip() for n in head.split(",")]
+            for name in current:
+                docs[name] = rest
+        elif current and stripped and line.startswith(" " * 12):
+            for name in current:
+                docs[name] += " " + stripped
+    special = {
+        "image_size": dict(type=_parse_image_size, metavar="N|H,W"),
+        "model_kwargs": dict(type=_parse_json_object, metavar="JSON"),
+        "dataset_kwargs": dict(type=_parse_json_object, metavar="JSON"),
+        "jit_compile": dict(type=_parse_optional_bool, metavar="true|false|auto"),
+        "augment": dict(action=argparse.BooleanOptionalAction),
+    }
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(default=None, dest=field.name, help=docs.get(field.name, ""))
+        if field.name in special:
+            kwargs.update(special[field.name])
+        else:
+            field_type = field.type
+            if typing.get_origin(field_type) is typing.Union:
+                field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
+            kwargs["type"] = field_type if field_type in (int, float, str) else str
+        kwargs["help"] = kwargs["help"].replace("%", "%%")
+        parser.add_argument(flag, **kwargs)
+
+
+def _train_config_from_args(args):
+    from keras_pyramids.training.trainer import TrainConfig
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if overrides.get("jit_compile") == "auto":
+        overrides["jit_compile"] = None
+        explicit_auto = True
+    else:
+        explicit_auto = False
+    if args.config:
+        config = TrainConfig.from_json(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    if explicit_auto:
+        config.jit_compile = None
+    return config
+
+
+def _print_metrics(metrics, split):
+    from keras_pyramids.evaluation import STAT_NAMES
+
+    print(f"COCO metrics on {split} ({metrics.get('num_images', '?')} images, "
+          f"{metrics.get('num_detections', '?')} detections; -1 = no ground truth of that size):")
+    print("  " + "  ".join(f"{name:>6}" for name in STAT_NAMES[:6]))
+    print("  " + "  ".join(f"{metrics[name]:6.3f}" for name in STAT_NAMES[:6]))
+
+
+def cmd_train(args):
+    from keras_pyramids import list_models
+    from keras_pyramids.training.trainer import train
+
+    start = time.time()
+    config = _train_config_from_args(args)
+    if config.model not in list_models():
+        from keras_pyramids import build_model
+
+        build_model(config.model)  # raises the registry's ValueError with suggestions
+    result = train(config)
+    if result.metrics is not None:
+        _print_metrics(result.metrics, config.eval_split)
+    print(f"model: {result.model_path}")
+    if result.detections_path:
+        print(f"detections: {result.detections_path}")
+    print(f"wall time: {time.time() - start:.1f}s")
+    return 0
+
+
+# -- evaluate -------------------------------------------------------------------
+
+def load_saved_model(path):
+    """Loads a ``.keras`` model saved by this package (without its optimizer)."""
+    import keras
+
+    import keras_pyramids  # noqa: F401  (registers the serializable classes)
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file {path} does not exist.")
+    if not path.endswith(".keras"):
+        raise CliError(f"{path} is not a .keras file.")
+    return keras.saving.load_model(path, compile=False)
+
+
+def cmd_evaluate(args):
+    from keras_pyramids.data import load_dataset
+    from keras_pyramids.evaluation import evaluate_detector
+    from keras_pyramids.training.strategy import default_jit_compile
+    from keras_pyramids.visualize import save_detections_png
+
+    start = time.time()
+    if args.png and os.path.exists(args.png):
+        raise FileExistsError(f"{args.png} already exists; not overwriting it.")
+    # Defaults from the run's train_config.json beside the model, when there is one.
+    run_config = {}
+    config_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), "train_config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            run_config = json.load(f)
+    dataset = args.dataset or run_config.get("dataset", "shapes")
+    split = args.split or run_config.get("eval_split", "validation")
+    data_dir = args.data_dir or run_config.get("data_dir")
+    dataset_kwargs = args.dataset_kwargs if args.dataset_kwargs is not None else (
+        run_config.get("dataset_kwargs", {}) if dataset == run_config.get("dataset") else {})
+
+    model = load_saved_model(args.model_path)
+    data = load_dataset(dataset, split, data_dir=data_dir, **dataset_kwargs)
+    if getattr(model, "num_classes", data.num_classes) != data.num_classes:
+        raise CliError(f"The model predicts {model.num_classes} classes but {dataset}:{split} has "
+                       f"{data.num_classes}.")
+    model.jit_compile = default_jit_compile()
+    metrics = evaluate_detector(model, data, batch_size=args.batch_size,
+                                max_examples=args.max_examples, verbose=args.verbose)
+    _print_metrics(metrics, f"{dataset}:{split}")
+    if args.png:
+        print(f"detections: {save_detections_png(model, data, args.png, num_images=args.num_images)}")
+    if args.output_json:
+        if os.path.exists(args.output_json):
+            raise FileExistsError(f"{args.output_json} already exists; not overwriting it.")
+        with open(args.output_json, "w") as f:
+            json.dump(dict(metrics, dataset=dataset, split=split), f, indent=1)
+        print(f"metrics: {args.output_json}")
+    print(f"wall time: {time.time() - start:.1f}s")
+    return 0
+
+
+# -- list-models / report ---------------------------------------------------------
+
+def cmd_list_models(args):
+    from keras_pyramids import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
+def count_flops(model, image_size):
+    """Floating-point operations of one forward pass at batch 1, by TF's profiler.
+
+    The model's ``call`` (backbone, pyramid, head; no NMS) is traced as a
+    concrete function and profiled with
+    ``tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()``, which
+    counts a multiply-add as 2 FLOPs (e.g. Conv2D: ``2 * k_h * k_w * c_in *
+    c_out * h_out * w_out``) plus element-wise ops (bias, batch norm, ReLU6).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    function = tf.function(lambda images: model(images, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32))
+    # Constants instead of variable reads, so the profiler sees every weight shape.
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    # The v1 profiler logs a deprecation notice on every call; keep the report clean.
+    verbosity = tf.compat.v1.logging.get_verbosity()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    try:
+        info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                             cmd="op", options=options)
+    finally:
+        tf.compat.v1.logging.set_verbosity(verbosity)
+    return int(info.total_float_ops)
+
+
+def model_report(name, image_size=None, **kwargs):
+    """Parameters, FLOPs, anchors and pyramid shapes of the model ``name`` at its default size."""
+    import inspect
+
+    from keras_pyramids import build_model
+    from keras_pyramids.registry import _REGISTRY
+
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    model = build_model(name, **kwargs)
+    size = getattr(model, "image_size", None)
+    if size is None:
+        default = inspect.signature(_REGISTRY[name]).parameters.get("image_size")
+        size = tuple(model.input_shape[1:3]) if None not in model.input_shape[1:3] else (
+            default.default if default is not None else 224)
+    size = tuple(size) if not isinstance(size, int) else (size, size)
+    report = {
+        "model": name,
+        "image_size": list(size),
+        "params": int(model.count_params()),
+        "flops": count_flops(model, size),
+    }
+    if hasattr(model, "anchors"):
+        report["anchors"] = int(len(model.anchors))
+    if hasattr(model, "feature_shapes"):
+        report["pyramid"] = [list(s) for s in model.feature_shapes]
+    if name in PAPER_FIGURES:
+        report["paper"] = PAPER_FIGURES[name]
+    return report
+
+
+def _format_report(report):
+    paper = report.get("paper")
+    lines = [f"{report['model']} at {report['image_size'][0]}x{report['image_size'][1]}:"]
+    line = f"  params {report['params'] / 1e6:.2f}M"
+    if paper:
+        line += f" (paper {paper['params'] / 1e6:.2f}M)"
+    line += f"   FLOPs {report['flops'] / 1e9:.2f}B"
+    if paper:
+        line += f" (paper {paper['flops'] / 1e9:.2f}B)"
+    lines.append(line + "   [FLOPs: TF profiler, 1 multiply-add = 2 FLOPs]")
+    if "anchors" in report:
+        lines.append(f"  anchors {report['anchors']}   pyramid "
+                     + " ".join(f"{h}x{w}" for h, w in report.get("pyramid", [])))
+    if paper:
+        lines.append(f"  paper: COCO mAP {paper['mAP']}, {paper['gpu_ms']} ms on a TITAN X GPU "
+                     f"({paper['source']})")
+    return "\n".join(lines)
+
+
+def cmd_report(args):
+    from keras_pyramids import build_model, list_models
+
+    names = args.models or list_models()
+    for name in names:
+        if name not in list_models():
+            build_model(name)  # the registry's one-line error with suggestions
+    reports = []
+    for name in names:
+        report = model_report(name, image_size=args.image_size)
+        reports.append(report)
+        if not args.json:
+            print(_format_report(report), flush=True)
+    if args.json:
+        print(json.dumps(reports, indent=1))
+    return 0
+
+
+# -- main ------------------------------------------------------------------------
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog=PROG, description="Feature-pyramid detectors for Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model, then evaluate it and draw detections")
+    train.add_argument("--config", help="JSON config (experiments/*.json); other flags override it")
+    _add_train_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="COCO metrics of a saved .keras model")
+    evaluate.add_argument("model_path", help="a .keras file (e.g. <model_dir>/model.keras)")
+    evaluate.add_argument("--dataset", help="dataset name (default: the run's, or shapes)")
+    evaluate.add_argument("--split", help="split (default: the run's eval_split, or validation)")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--dataset-kwargs", type=_parse_json_object, metavar="JSON")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--max-examples", type=int)
+    evaluate.add_argument("--png", help="also draw detections on a few images into this new PNG")
+    evaluate.add_argument("--num-images", type=int, default=6)
+    evaluate.add_argument("--output-json", help="write the metrics to this new JSON file")
+    evaluate.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    listing = commands.add_parser("list-models", help="names of all registered models")
+    listing.set_defaults(func=cmd_list_models)
+
+    report = commands.add_parser(
+        "report", help="parameters, FLOPs, anchors, pyramid shapes (next to the paper's figures)")
+    report.add_argument("--models", nargs="+", metavar="NAME", help="default: every model")
+    report.add_argument("--image-size", type=_parse_image_size, help="default: each model's own")
+    report.add_argument("--json", action="store_true", help="print JSON instead of text")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv=None):
+    """Runs the ``keras-pyramids`` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits with 2 on bad flags
+    try:
+        return args.func(args)
+    except (CliError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
