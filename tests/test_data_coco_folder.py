@@ -1,0 +1,161 @@
+"""COCO folders: round trip with the shapes dataset, ground truth dict, and named errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_pyramids.data import load_dataset
+from keras_pyramids.data.coco_folder import load_coco_folder, to_coco_ground_truth, write_coco_folder
+
+
+@pytest.fixture(scope="module")
+def shapes_data():
+    return load_dataset("shapes", "validation", num_examples=6, image_size=64, seed=2)
+
+
+def test_round_trip_through_coco_folder(tmp_path, shapes_data):
+    path = write_coco_folder(shapes_data, str(tmp_path))
+    assert path == os.path.join(str(tmp_path), "annotations.json")
+    loaded = load_dataset("coco_folder", "validation", data_dir=str(tmp_path))
+    assert loaded.class_names == shapes_data.class_names
+    assert loaded.category_ids == [0, 1, 2, 3] and loaded.num_examples == 6
+    originals = list(shapes_data.examples.as_numpy_iterator())
+    for original, read in zip(originals, loaded.examples.as_numpy_iterator()):
+        np.testing.assert_array_equal(read["image"], original["image"])  # PNG is lossless
+        np.testing.assert_allclose(read["boxes"] * 64, original["boxes"] * 64, atol=1.0)
+        np.testing.assert_array_equal(read["classes"], original["classes"])
+        assert read["image_id"] == original["image_id"]
+        assert read["boxes"].dtype == np.float32 and read["classes"].dtype == np.int32
+
+
+def test_write_refuses_to_overwrite(tmp_path, shapes_data):
+    write_coco_folder(shapes_data, str(tmp_path))
+    before = (tmp_path / "annotations.json").read_bytes()
+    with pytest.raises(FileExistsError, match="annotations.json"):
+        write_coco_folder(shapes_data, str(tmp_path))
+    assert (tmp_path / "annotations.json").read_bytes() == before
+    # An image that would be overwritten also stops the export.
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "images" / "000000000001.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="000000000001.png"):
+        write_coco_folder(shapes_data, str(other))
+    assert (other / "images" / "000000000001.png").read_bytes() == b"mine"
+    write_coco_folder(shapes_data, str(tmp_path), overwrite=True)
+
+
+def test_coco_ground_truth_in_pixels(shapes_data):
+    from pycocotools.coco import COCO
+
+    gt = to_coco_ground_truth(shapes_data)
+    first = next(shapes_data.examples.as_numpy_iterator())
+    assert gt["images"][0] == {"id": 1, "width": 64, "height": 64, "file_name": "000000000001.png"}
+    first_annotations = [a for a in gt["annotations"] if a["image_id"] == 1]
+    assert len(first_annotations) == len(first["boxes"])
+    for annotation, box, cls in zip(first_annotations, first["boxes"], first["classes"]):
+        ymin, xmin, ymax, xmax = box * 64
+        np.testing.assert_allclose(annotation["bbox"], [xmin, ymin, xmax - xmin, ymax - ymin], atol=1e-3)
+        assert annotation["category_id"] == cls and annotation["iscrowd"] == 0
+    assert [c["name"] for c in gt["categories"]] == shapes_data.class_names
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    assert len(coco.getImgIds()) == 6
+
+
+def _write_folder(root, annotations, categories=None, images=None, make_files=True):
+    """A hand-made COCO folder with two 40x30 (w x h) PNG images."""
+    images = images or [
+        {"id": 7, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 9, "file_name": "b.jpg", "width": 40, "height": 30},
+    ]
+    categories = categories or [{"id": 3, "name": "cat"}, {"id": 11, "name": "dog"}]
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    if make_files:
+        Image.new("RGB", (40, 30), (200, 0, 0)).save(os.path.join(root, "images", "a.png"))
+        Image.new("L", (40, 30), 90).save(os.path.join(root, "images", "b.jpg"))
+    with open(os.path.join(root, "annotations.json"), "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return root
+
+
+GOOD = [
+    {"id": 1, "image_id": 7, "category_id": 11, "bbox": [4, 3, 20, 15], "iscrowd": 0},
+    {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 40, 30], "iscrowd": 1},
+    {"id": 3, "image_id": 7, "category_id": 3, "bbox": [30.5, 20, 10, 10.5]},  # 0.5 px over: clipped
+]
+
+
+def test_hand_made_folder_mapping_crowd_and_grayscale(tmp_path):
+    data = load_coco_folder(_write_folder(str(tmp_path), GOOD))
+    assert data.class_names == ["cat", "dog"] and data.category_ids == [3, 11]
+    first, second = list(data.examples.as_numpy_iterator())
+    # Crowd annotation 2 is skipped; category 11 -> class 1, category 3 -> class 0.
+    np.testing.assert_array_equal(first["classes"], [1, 0])
+    np.testing.assert_allclose(
+        first["boxes"], [[3 / 30, 4 / 40, 18 / 30, 24 / 40], [20 / 30, 30.5 / 40, 1.0, 1.0]], atol=1e-6
+    )
+    assert first["image_id"] == 7 and first["image"].shape == (30, 40, 3)
+    np.testing.assert_array_equal(first["image"][0, 0], [200, 0, 0])
+    # A grayscale JPEG decodes to 3 channels; an image without boxes is valid.
+    assert second["image"].shape == (30, 40, 3) and second["boxes"].shape == (0, 4)
+    with_crowd = load_coco_folder(annotation_file=str(tmp_path / "annotations.json"),
+                                  image_dir=str(tmp_path / "images"), skip_crowd=False)
+    assert len(next(with_crowd.examples.as_numpy_iterator())["boxes"]) == 3
+
+
+def _bad(annotation):
+    return GOOD[:1] + [dict({"id": 42, "image_id": 7, "category_id": 3, "bbox": [1, 1, 5, 5]}, **annotation)]
+
+
+@pytest.mark.parametrize(
+    "annotation, message",
+    [
+        ({"category_id": 5}, r"annotation id 42 has unknown category id 5"),
+        ({"bbox": [1, 2, 3]}, r"annotation id 42: bbox must be 4 finite numbers"),
+        ({"bbox": [1, 2, "3", 4]}, r"annotation id 42: bbox must be 4 finite numbers"),
+        ({"bbox": [5, 5, -2, 4]}, r"annotation id 42: bbox .* non-positive width or height"),
+        ({"bbox": [30, 5, 15, 4]}, r"annotation id 42: bbox .* outside its 40x30"),
+        ({"bbox": [-3, 5, 5, 4]}, r"annotation id 42: bbox .* outside"),
+        ({"image_id": 8}, r"annotation id 42 refers to unknown image id 8"),
+    ],
+)
+def test_bad_annotations_name_the_problem(tmp_path, annotation, message):
+    _write_folder(str(tmp_path), _bad(annotation))
+    with pytest.raises(ValueError, match=message):
+        load_coco_folder(str(tmp_path))
+
+
+def test_missing_files_are_named(tmp_path):
+    _write_folder(str(tmp_path), GOOD, make_files=False)
+    with pytest.raises(FileNotFoundError, match="a.png"):
+        load_coco_folder(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="annotations.json"):
+        load_coco_folder(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_coco_folder(annotation_file=str(tmp_path / "missing.json"), image_dir=str(tmp_path))
+
+
+def test_wrong_image_size_and_bad_json(tmp_path):
+    images = [{"id": 7, "file_name": "a.png", "width": 41, "height": 30}]
+    _write_folder(str(tmp_path), [], images=images)
+    with pytest.raises(ValueError, match="a.png is 40x30 but the annotations say 41x30"):
+        load_coco_folder(str(tmp_path))
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_coco_folder(str(tmp_path))
+    (tmp_path / "annotations.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="no 'categories' field"):
+        load_coco_folder(str(tmp_path))
+
+
+def test_official_coco_layout(tmp_path):
+    _write_folder(str(tmp_path / "tmp"), GOOD)
+    os.makedirs(tmp_path / "annotations")
+    os.rename(tmp_path / "tmp" / "annotations.json", tmp_path / "annotations" / "instances_val2017.json")
+    os.rename(tmp_path / "tmp" / "images", tmp_path / "val2017")
+    data = load_dataset("coco_folder", "val2017", data_dir=str(tmp_path))
+    assert data.num_examples == 2
