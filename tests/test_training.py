@@ -130,6 +130,14 @@ def test_interrupted_run_resumes_from_last_epoch_and_never_overwrites(tmp_path):
 
     restored = keras.saving.load_model(result.model_path)
     assert restored.count_params() == result.model.count_params()
+    # The CLI evaluates the saved model on the run's held-out split and draws it.
+    png = tmp_path / "eval.png"
+    from keras_pyramids import cli
+
+    assert cli.main(["evaluate", result.model_path, "--max-examples", "8", "--png", str(png)]) == 0
+    assert png.stat().st_size > 0
+    assert cli.main(["evaluate", result.model_path, "--png", str(png)]) == 2  # never overwritten
+
     # A finished run is never overwritten.
     with pytest.raises(FileExistsError, match="finished run"):
         train(_tiny_config(model_dir), evaluate=False)
