@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_pyramids.data.dataset import DetectionDataset, ragged_rows
+from keras_pyramids.data.dataset import DetectionDataset
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
 SPLITS = {"train": 0, "validation": 1, "test": 2}
@@ -225,6 +225,34 @@ def _cached_on_disk(cache_dir, split, num_examples, image_size, seed, options):
     return images, boxes, classes
 
 
+def _examples_from_arrays(images, boxes, classes):
+    """``tf.data`` view of the in-memory arrays, one source example per index.
+
+    Examples are fetched with ``tf.numpy_function`` rather than
+    ``from_tensor_slices`` because the latter copies the whole image array
+    (~400 MB for the default train split) into a tensor, which takes longer
+    than generating it.
+    """
+
+    def fetch(index):
+        return images[index], boxes[index], classes[index]
+
+    def to_example(index):
+        image, image_boxes, image_classes = tf.numpy_function(
+            fetch, [index], [tf.uint8, tf.float32, tf.int32], stateful=False
+        )
+        image.set_shape(images.shape[1:])
+        image_boxes.set_shape([None, 4])
+        image_classes.set_shape([None])
+        return {"image": image, "boxes": image_boxes, "classes": image_classes, "image_id": index + 1}
+
+    return (
+        tf.data.Dataset.range(len(images))
+        .map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .apply(tf.data.experimental.assert_cardinality(len(images)))
+    )
+
+
 def load_shapes(
     split="train",
     num_examples=None,
@@ -274,14 +302,7 @@ def load_shapes(
         images, boxes, classes = generate_split(
             split, int(num_examples), int(image_size), int(seed), **options
         )
-    examples = tf.data.Dataset.from_tensor_slices(
-        {
-            "image": images,
-            "boxes": ragged_rows(boxes, (4,), np.float32),
-            "classes": ragged_rows(classes, (), np.int32),
-            "image_id": np.arange(1, len(images) + 1, dtype=np.int64),
-        }
-    )
+    examples = _examples_from_arrays(images, boxes, classes)
     return DetectionDataset(
         examples=examples,
         class_names=list(CLASS_NAMES),
