@@ -12,6 +12,7 @@ from keras_pyramids.data import (
     make_detection_pipeline,
     make_inference_pipeline,
 )
+from keras_pyramids.data.dataset import example_signature
 from keras_pyramids.target_assigner import TargetAssigner
 
 ANCHORS = ssd_anchors([(8, 8), (4, 4), (2, 2), (1, 1)], (128, 128))
@@ -29,13 +30,8 @@ def _dataset(boxes_per_image, size=(60, 90)):
                 "image_id": np.int64(100 + i),
             }
 
-    spec = {
-        "image": tf.TensorSpec([None, None, 3], tf.uint8),
-        "boxes": tf.TensorSpec([None, 4], tf.float32),
-        "classes": tf.TensorSpec([None], tf.int32),
-        "image_id": tf.TensorSpec([], tf.int64),
-    }
-    return DetectionDataset(tf.data.Dataset.from_generator(gen, output_signature=spec), ["a", "b", "c"])
+    examples = tf.data.Dataset.from_generator(gen, output_signature=example_signature())
+    return DetectionDataset(examples, ["a", "b", "c"])
 
 
 BOXES = [

@@ -143,7 +143,12 @@ def load_dataset(name, split, data_dir=None, **kwargs):
             Datasets; ``data_dir`` is passed to TFDS; nothing is downloaded
             unless ``download=True``).
         split: split name, e.g. ``"train"``, ``"validation"``, ``"test"``.
-        data_dir: where the data lives (meaning depends on the source).
+        data_dir: where the data lives: the COCO folder, the TFDS data
+            directory, or for ``"shapes"`` an optional ``.npz`` cache directory.
+        **kwargs: passed to the source's loader
+            (:func:`keras_pyramids.data.shapes.load_shapes`,
+            :func:`keras_pyramids.data.coco_folder.load_coco_folder`,
+            :func:`keras_pyramids.data.tfds_datasets.load_tfds`).
 
     Returns:
         :class:`DetectionDataset`.

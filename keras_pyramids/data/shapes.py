@@ -31,6 +31,10 @@ SPLITS = {"train": 0, "validation": 1, "test": 2}
 DEFAULT_NUM_EXAMPLES = {"train": 2000, "validation": 200, "test": 200}
 DEFAULT_IMAGE_SIZE = 256
 DEFAULT_SEED = 0
+DEFAULT_MIN_SIZE = 0.08
+DEFAULT_MAX_SIZE = 0.7
+DEFAULT_MAX_OBJECTS = 5
+DEFAULT_EMPTY_FRACTION = 0.05
 
 # Pixels kept free between two objects' boxes.
 _GAP = 2
@@ -164,10 +168,10 @@ def generate_split(
     num_examples,
     image_size=DEFAULT_IMAGE_SIZE,
     seed=DEFAULT_SEED,
-    min_size=0.08,
-    max_size=0.7,
-    max_objects=5,
-    empty_fraction=0.05,
+    min_size=DEFAULT_MIN_SIZE,
+    max_size=DEFAULT_MAX_SIZE,
+    max_objects=DEFAULT_MAX_OBJECTS,
+    empty_fraction=DEFAULT_EMPTY_FRACTION,
 ):
     """Generates (and caches in memory) a whole split as numpy arrays.
 
@@ -181,6 +185,10 @@ def generate_split(
         raise ValueError(f"Need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}.")
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}.")
+    if num_examples < 0 or image_size < 16:
+        raise ValueError(
+            f"Need num_examples >= 0 and image_size >= 16, got {num_examples}, {image_size}."
+        )
     images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
     boxes, classes = [], []
     for index in range(num_examples):
@@ -258,10 +266,10 @@ def load_shapes(
     num_examples=None,
     image_size=DEFAULT_IMAGE_SIZE,
     seed=DEFAULT_SEED,
-    min_size=0.08,
-    max_size=0.7,
-    max_objects=5,
-    empty_fraction=0.05,
+    min_size=DEFAULT_MIN_SIZE,
+    max_size=DEFAULT_MAX_SIZE,
+    max_objects=DEFAULT_MAX_OBJECTS,
+    empty_fraction=DEFAULT_EMPTY_FRACTION,
     cache_dir=None,
 ):
     """The built-in shapes dataset as a :class:`DetectionDataset`.
