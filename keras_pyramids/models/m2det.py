@@ -1,0 +1,237 @@
+"""M2Det: SSD-style detectors on the multi-level feature pyramid (MLFPN).
+
+Zhao et al., "M2Det" (AAAI 2019), section "Network Configurations":
+VGG-16 (reduced, as SSD) or ResNet-101 backbone, an MLFPN with 8 TUMs of 256
+channels and 6 scales, two 3x3 convs per pyramid map (box regression and
+classification), 6 anchors per location over three aspect ratios, SSD scale
+ranges growing with the input size, a 0.05 score threshold and linear
+soft-NMS.
+
+Anchors (``AnchorConfig(scales=...)``): per-level scales are the public M2Det
+configs' ``size_pattern`` (SSD's rule): level ``k`` has squares of scale
+``s_k`` and ``sqrt(s_k s_{k+1})`` and boxes of scale ``s_k`` with aspect
+ratios 2, 1/2, 3, 1/3 -- 6 per location. 320: ``0.08, 0.15, 0.33, 0.51,
+0.69, 0.87``; 512: ``0.06, 0.15, ...``; 800: the same ranges except the
+largest map's minimum, which the paper keeps (in pixels) instead of scaling:
+``0.04`` (32 px at 800, as 0.06 is ~31 px at 512). The zoo's anchor generator
+closes the range with ``s_7 = 1.0`` where the reference uses 1.05, so the last
+level's second square is ``sqrt(0.87)`` instead of ``sqrt(0.87 * 1.05)``.
+
+Classification: the zoo's heads are sigmoid over the ``num_classes``
+foreground classes with the focal loss (no background logit); the paper uses
+SSD's softmax over 81 classes with hard negative mining. So an 80-class model
+here has ``6 * 9 * C`` fewer weights per pyramid map than the paper's (0.3M of
+98.9M for 8 TUMs x 256; see :func:`table3_report`).
+
+Parameter counts (paper Table 3) include the backbone and the heads: see
+:func:`table3_report` and ``scripts/m2det_report.py``.
+"""
+
+import gc
+
+import numpy as np
+
+from keras_pyramids import anchors as anchor_lib
+from keras_pyramids.backbones import resnet as resnet_lib
+from keras_pyramids.backbones import vgg as vgg_lib
+from keras_pyramids.heads.per_level import PerLevelBoxPredictor
+from keras_pyramids.models.detector import Detector, check_image_size
+from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.pyramids.m2det import MLFPN, tum_scales
+from keras_pyramids.registry import register_model
+
+ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)  # + the interpolated square = 6 anchors
+SCALES = {
+    320: (0.08, 0.15, 0.33, 0.51, 0.69, 0.87),
+    512: (0.06, 0.15, 0.33, 0.51, 0.69, 0.87),
+    800: (0.04, 0.15, 0.33, 0.51, 0.69, 0.87),
+}
+# Paper section "Network Configurations": score threshold 0.05, then linear
+# soft-NMS. IoU 0.45 and 100 boxes per class are the reference's test config
+# (its keep_per_class is 50; the zoo's COCO evaluation keeps 100 per image).
+M2DET_POSTPROCESS = {
+    "nms": "soft_linear",
+    "score_threshold": 0.05,
+    "iou_threshold": 0.45,
+    "max_detections": 100,
+    "max_detections_per_class": 100,
+}
+BACKBONES = {
+    # name: (builder, shallow endpoint, deep endpoint) -- FFMv1 fuses the two endpoints
+    "vgg16": ("vgg16", "conv4_3", "fc7"),
+    "resnet101": ("resnet101", "C3", "C4"),
+}
+
+# Paper Table 3: M2Det-VGG 320x320, (TUMs, channels) -> parameters in millions.
+PAPER_TABLE3 = {
+    (2, 256): 40.1,
+    (2, 512): 106.5,
+    (4, 128): 34.2,
+    (4, 256): 60.2,
+    (4, 512): 192.2,
+    (8, 128): 47.5,
+    (8, 256): 98.9,
+    (8, 512): 368.8,
+    (16, 128): 73.9,
+    (16, 256): 176.8,
+}
+# The rows the paper's own description (Fig. 4: TUM outputs half the TUM width)
+# reproduces; the 512-channel rows match the reference code's full-width
+# outputs instead (``tum_out_channels=512``), see table3_report.
+TABLE3_REACHABLE = ((2, 256), (4, 128), (4, 256), (8, 128), (8, 256), (16, 128), (16, 256))
+
+
+def anchor_config_for(image_size):
+    """The M2Det anchor settings for a square-ish image of ``image_size = (H, W)``.
+
+    The paper's three sizes use their published ranges; other sizes use the
+    nearest one at or below (the 320 ranges below 512).
+    """
+    side = min(image_size)
+    key = max([s for s in SCALES if s <= side] or [320])
+    return anchor_lib.AnchorConfig(
+        aspect_ratios=ASPECT_RATIOS, interpolated_scale_aspect_ratio=1.0, scales=SCALES[key]
+    )
+
+
+def build_m2det(
+    backbone="vgg16",
+    image_size=320,
+    num_classes=80,
+    num_tums=8,
+    tum_channels=256,
+    num_scales=6,
+    backbone_weights=None,
+    backbone_width=1.0,
+    postprocess=None,
+    anchor_config=None,
+    loss_config=None,
+    name=None,
+    **mlfpn_options,
+):
+    """The one builder behind every M2Det factory.
+
+    Args:
+        backbone: ``"vgg16"`` (SSD's reduced VGG-16) or ``"resnet101"``.
+        image_size: int or ``(H, W)``; each side a multiple of 16 and at least
+            144 (so the 6 TUM scales are distinct).
+        num_classes: foreground classes (80 for COCO).
+        num_tums, tum_channels: Table 3's "TUMs" and "Channels".
+        num_scales: pyramid maps (6 in the paper; the anchors are defined for 6).
+        backbone_weights: ``None`` or ``"imagenet"`` (downloads, only if asked).
+        backbone_width: VGG width multiplier (1.0 = VGG-16; smaller values
+            make test-sized models).
+        postprocess: kwargs of :class:`DetectionPostProcessor`, over
+            :data:`M2DET_POSTPROCESS` (linear soft-NMS at 0.05); pass
+            ``{"nms": "hard"}`` for speed.
+        anchor_config: overrides :func:`anchor_config_for`.
+        loss_config: :class:`keras_pyramids.losses.LossConfig`.
+        **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
+            ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
+            ``last_encoder_stride``, ``lateral_kernel_size``, ``sfam_reduction``).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"Unknown M2Det backbone {backbone!r}; known: {sorted(BACKBONES)}.")
+    if num_scales != 6 and anchor_config is None:
+        raise ValueError(f"The M2Det anchor ranges are defined for 6 scales; pass anchor_config for {num_scales}.")
+    name = name or f"m2det_{backbone}"
+    height, width = check_image_size(image_size, 16, name)
+    if height % 16 or width % 16:
+        raise ValueError(
+            f"{name} needs image sides that are multiples of 16 (FFMv1 upsamples the stride-16 map by 2 "
+            f"onto the stride-8 map); got {height}x{width}."
+        )
+    for side in (height, width):
+        sizes = tum_scales(side // 8, num_scales, mlfpn_options.get("last_encoder_stride", 2))
+        if len(set(sizes)) != len(sizes) or min(sizes) < 1:
+            raise ValueError(
+                f"{name} with {num_scales} scales needs image sides of at least 144; got {height}x{width} "
+                f"(TUM sizes {sizes})."
+            )
+    _, shallow, deep = BACKBONES[backbone]
+    if backbone == "vgg16":
+        net = vgg_lib.vgg16_reduced((height, width, 3), width_multiplier=backbone_width, weights=backbone_weights)
+    else:
+        if backbone_width != 1.0:
+            raise ValueError("backbone_width applies to the VGG backbone only.")
+        net = resnet_lib.resnet101((height, width, 3), outputs=(shallow, deep), weights=backbone_weights)
+    pyramid = MLFPN(
+        shallow,
+        deep,
+        num_levels=num_tums,
+        num_scales=num_scales,
+        tum_channels=tum_channels,
+        name="mlfpn",
+        **mlfpn_options,
+    )
+    anchor_config = anchor_config or anchor_config_for((height, width))
+    head = PerLevelBoxPredictor(
+        num_classes,
+        anchor_lib.anchors_per_location(anchor_config, num_scales),
+        kernel_size=3,
+        name="box_predictor",
+    )
+    return Detector(
+        net,
+        pyramid,
+        head,
+        num_classes=num_classes,
+        anchor_config=anchor_config,
+        loss_config=loss_config,
+        postprocessor=DetectionPostProcessor(name="postprocessor", **dict(M2DET_POSTPROCESS, **(postprocess or {}))),
+        name=name,
+    )
+
+
+@register_model("m2det_vgg320")
+def m2det_vgg320(num_classes=80, image_size=320, **kwargs):
+    """M2Det-VGG 320x320 (paper Table 1: 33.5 AP on test-dev); kwargs as :func:`build_model`."""
+    return build_m2det("vgg16", image_size, num_classes, name="m2det_vgg320", **kwargs)
+
+
+@register_model("m2det_vgg512")
+def m2det_vgg512(num_classes=80, image_size=512, **kwargs):
+    """M2Det-VGG 512x512 (Table 1: 37.6 AP)."""
+    return build_m2det("vgg16", image_size, num_classes, name="m2det_vgg512", **kwargs)
+
+
+@register_model("m2det_vgg800")
+def m2det_vgg800(num_classes=80, image_size=800, **kwargs):
+    """M2Det-VGG 800x800 (Table 1: 41.0 AP)."""
+    return build_m2det("vgg16", image_size, num_classes, name="m2det_vgg800", **kwargs)
+
+
+@register_model("m2det_resnet101_320")
+def m2det_resnet101_320(num_classes=80, image_size=320, **kwargs):
+    """M2Det-ResNet-101 320x320 (Table 1: 34.3 AP); FFMv1 fuses C3 (stride 8) and C4 (stride 16)."""
+    return build_m2det("resnet101", image_size, num_classes, name="m2det_resnet101_320", **kwargs)
+
+
+def count_trainable(model):
+    """Number of trainable scalars (what ``sum(p.numel() for p in model.parameters())`` gives in PyTorch)."""
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+
+
+def table3_report(configs=None, num_classes=80, **mlfpn_options):
+    """Rows ``(config, our_params, paper_params, ratio)`` for paper Table 3.
+
+    Builds ``m2det_vgg320`` for each ``(num_tums, tum_channels)`` in
+    ``configs`` (default: all ten rows) and counts every weight of the model:
+    backbone, MLFPN and heads (the paper's counts include all three: without
+    the backbone or the heads the rows are 20-50% short). Trainable weights
+    only, as PyTorch's ``parameters()`` counts (batch-norm moving statistics
+    are buffers there). Parameters in millions;
+    ``config`` is the string ``"<TUMs>x<channels>"``. The 512-channel rows
+    cannot be reached with the paper's half-width TUM outputs (ours are 20-24%
+    short); with the reference's full-width outputs
+    (``tum_out_channels=512``) they come within 5%.
+    """
+    rows = []
+    for tums, channels in configs or list(PAPER_TABLE3):
+        model = m2det_vgg320(num_classes=num_classes, num_tums=tums, tum_channels=channels, **mlfpn_options)
+        params = count_trainable(model) / 1e6
+        paper = PAPER_TABLE3.get((tums, channels))
+        rows.append((f"{tums}x{channels}", params, paper, params / paper if paper else None))
+        del model
+        gc.collect()
+    return rows
