@@ -3,6 +3,13 @@
 import keras
 from keras import layers
 
+# The TF Object Detection API's SSD / PPN MobileNet configs train with
+# ``batch_norm { decay: 0.97 epsilon: 0.001 }``. Slim's ImageNet default decay
+# (0.9997) leaves the moving statistics far from the batch statistics after a
+# short schedule, and inference then collapses to one constant prediction.
+BATCH_NORM_EPSILON = 1e-3
+BATCH_NORM_MOMENTUM = 0.97
+
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
 class ConvBlock(keras.layers.Layer):
@@ -22,8 +29,8 @@ class ConvBlock(keras.layers.Layer):
         strides=1,
         dilation_rate=1,
         activation="relu6",
-        batch_norm_epsilon=1e-3,
-        batch_norm_momentum=0.997,
+        batch_norm_epsilon=BATCH_NORM_EPSILON,
+        batch_norm_momentum=BATCH_NORM_MOMENTUM,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -17,6 +17,8 @@ ImageNet weights of ``keras.applications.MobileNet`` load into this network
 import keras
 from keras import layers
 
+from keras_pyramids.blocks import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
+
 # (kind, stride, depth) for every layer of slim's MOBILENETV1_CONV_DEFS.
 _CONV_DEFS = (
     ("conv", 2, 32),
@@ -39,8 +41,6 @@ ENDPOINTS = tuple(
     "Conv2d_0" if i == 0 else f"Conv2d_{i}_pointwise" for i in range(len(_CONV_DEFS))
 )
 
-BATCH_NORM_EPSILON = 1e-3  # slim's MobileNet arg scope
-BATCH_NORM_MOMENTUM = 0.997
 
 
 def endpoint_stride(endpoint):

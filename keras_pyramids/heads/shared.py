@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_pyramids.blocks import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
 from keras_pyramids.heads.base import concat_levels, prior_bias_initializer
 
 
@@ -78,7 +79,9 @@ class WeightSharedBoxPredictor(keras.layers.Layer):
             conv.build(shape)
             shape = shape[:-1] + (self.depth,)
             norms = [
-                layers.BatchNormalization(epsilon=1e-3, momentum=0.997, name=f"tower_bn_{i}_level_{level}")
+                layers.BatchNormalization(
+                    epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name=f"tower_bn_{i}_level_{level}"
+                )
                 for level in range(len(input_shape))
             ]
             for norm in norms:
