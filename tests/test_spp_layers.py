@@ -182,6 +182,16 @@ def test_roi_under_tf_function_with_unknown_dims():
         np.testing.assert_array_equal(y, reference_roi(features, boxes, (2, 1), 4))
 
 
+def test_roi_with_no_boxes():
+    features = random_map(5, 6, c=3, batch=2)
+    empty = np.zeros((2, 0, 4), "float32")
+    layer = SpatialPyramidRoIPooling((2, 1), stride=1)
+    assert layer(features, empty).shape == (2, 0, 15)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 3]),
+                                             tf.TensorSpec([None, None, 4])])
+    assert fn(features, empty).shape == (2, 0, 15)
+
+
 def test_save_load_round_trip_with_both_layers(tmp_path):
     images = keras.Input((None, None, 3), name="images")
     boxes = keras.Input((None, 4), name="boxes")

@@ -296,6 +296,11 @@ class SpatialPyramidRoIPooling(keras.layers.Layer):
         shape = ops.shape(features)
         height, width = ops.cast(shape[1], "int32"), ops.cast(shape[2], "int32")
         num_boxes = ops.shape(boxes)[1]
+        if boxes.shape[0] == 0 or boxes.shape[1] == 0 or features.shape[0] == 0:
+            # Nothing to pool; handled up front because the TensorFlow
+            # backend's ops.map probes element 0 to infer its output signature.
+            length = shape[3] * sum(n * n for n in self.levels)
+            return ops.zeros((shape[0], num_boxes, length), dtype=features.dtype)
 
         # The coordinate arithmetic must not run in float16 (pixel coordinates
         # above 2048 lose integer precision there).
