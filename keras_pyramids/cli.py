@@ -143,16 +143,11 @@ def _print_metrics(metrics, split):
 
 
 def cmd_train(args):
-    from keras_pyramids import list_models
     from keras_pyramids.training.trainer import train
 
     start = time.time()
     config = _train_config_from_args(args)
-    if config.model not in list_models():
-        from keras_pyramids import build_model
-
-        build_model(config.model)  # raises the registry's ValueError with suggestions
-    result = train(config)
+    result = train(config)  # an unknown model name fails first, before any data is loaded
     if result.metrics is not None:
         _print_metrics(result.metrics, config.eval_split)
     print(f"model: {result.model_path}")

@@ -63,7 +63,7 @@ def training_throughput(model, batch_size, steps):
             self.end = time.perf_counter()
 
     timer = Timer()
-    model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer])
+    model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     return batch_size * steps / (timer.end - timer.start)
 
 

@@ -29,6 +29,7 @@ import time
 from typing import Optional
 
 import keras
+import tensorflow as tf
 
 from keras_pyramids.training.schedules import cosine_decay_with_warmup
 from keras_pyramids.training.strategy import STRATEGIES, default_jit_compile, get_strategy
@@ -290,6 +291,25 @@ def _check_run_dir(config):
         json.dump(config.to_dict(), f, indent=1)
 
 
+def _is_chief(strategy):
+    """Whether this process writes the run's files (always, except on multi-worker non-chiefs)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _worker_dir(model_dir, strategy):
+    """Private directory of a non-chief worker: every worker must save (the saves are
+    collective) but only the chief's files are the run's (TF multi-worker guide)."""
+    resolver = strategy.cluster_resolver
+    return os.path.join(model_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+
 def train(config, callbacks=(), evaluate=True):
     """Trains, checkpoints, saves and evaluates one model as ``config`` says.
 
@@ -308,16 +328,19 @@ def train(config, callbacks=(), evaluate=True):
         FileExistsError: ``model_dir`` holds a finished run.
         ValueError: bad settings (unknown model, dataset, optimizer, ...).
     """
-    from keras_pyramids import build_model
+    from keras_pyramids import build_model, list_models
     from keras_pyramids.data import load_dataset, make_detection_pipeline
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
+    if config.model not in list_models():
+        build_model(config.model)  # the registry's error, before any data is loaded
     start = time.time()
     _check_run_dir(config)
-    model_dir = config.model_dir
 
     strategy = get_strategy(config.strategy, tpu=config.tpu)
+    chief = _is_chief(strategy)
+    model_dir = config.model_dir if chief else _worker_dir(config.model_dir, strategy)
     jit_compile = config.jit_compile if config.jit_compile is not None else default_jit_compile(strategy)
     train_data = load_dataset(config.dataset, config.train_split, data_dir=config.data_dir,
                               **config.dataset_kwargs)
@@ -368,7 +391,7 @@ def train(config, callbacks=(), evaluate=True):
     model_path = os.path.join(model_dir, MODEL_FILE)
     model.save(model_path)
     metrics, detections_path = None, None
-    if evaluate:
+    if evaluate and chief:
         metrics, detections_path = evaluate_run(model, config)
     result = TrainResult(model, logger.entries, metrics, model_dir, model_path, detections_path,
                          logger.initial_epoch, time.time() - start)
