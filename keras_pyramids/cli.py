@@ -179,6 +179,9 @@ def cmd_evaluate(args):
     from keras_pyramids.visualize import save_detections_png
 
     start = time.time()
+    if bool(args.model_path) == bool(args.model_path_flag):
+        raise CliError("give the .keras model path once, as MODEL_PATH or --model-path.")
+    args.model_path = args.model_path or args.model_path_flag
     if args.png and os.path.exists(args.png):
         raise FileExistsError(f"{args.png} already exists; not overwriting it.")
     # Defaults from the run's train_config.json beside the model, when there is one.
@@ -334,7 +337,9 @@ def build_parser():
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of a saved .keras model")
-    evaluate.add_argument("model_path", help="a .keras file (e.g. <model_dir>/model.keras)")
+    evaluate.add_argument("model_path", nargs="?", help="a .keras file (e.g. <model_dir>/model.keras)")
+    evaluate.add_argument("--model-path", dest="model_path_flag", metavar="MODEL_PATH",
+                          help="same as the positional argument")
     evaluate.add_argument("--dataset", help="dataset name (default: the run's, or shapes)")
     evaluate.add_argument("--split", help="split (default: the run's eval_split, or validation)")
     evaluate.add_argument("--data-dir")

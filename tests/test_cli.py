@@ -34,6 +34,10 @@ def test_missing_files_are_one_line_exit_2(capsys, tmp_path):
     _assert_one_line_error(code, err, "missing.json does not exist")
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "missing.keras"))
     _assert_one_line_error(code, err, "missing.keras does not exist")
+    code, _, err = _run(capsys, "evaluate", "--model-path", str(tmp_path / "missing.keras"))
+    _assert_one_line_error(code, err, "missing.keras does not exist")
+    code, _, err = _run(capsys, "evaluate")
+    _assert_one_line_error(code, err, "model path")
 
 
 def test_bad_config_values_are_one_line_exit_2(capsys, tmp_path):
