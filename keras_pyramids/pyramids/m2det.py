@@ -41,9 +41,8 @@ from keras import layers, ops
 from keras_pyramids.blocks import ConvBlock
 
 # Batch-norm epsilon 1e-5 as PyTorch's BatchNorm2d in the reference's BasicConv;
-# the moving-average momentum is Keras' default 0.99 (PyTorch's 0.1 is Keras
-# 0.9), which is steadier for the small batches the paper trains with.
-_BN = {"batch_norm_epsilon": 1e-5, "batch_norm_momentum": 0.99}
+# the moving-average momentum is the zoo's ConvBlock default.
+_BN = {"batch_norm_epsilon": 1e-5}
 
 
 def _conv(filters, kernel_size, strides=1, padding="same", name=None):
