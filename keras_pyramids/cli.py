@@ -1,10 +1,11 @@
-"""The ``keras-pyramids`` command: train, evaluate, list-models, report.
+"""The ``keras-pyramids`` command: train, evaluate, export, list-models, report.
 
 Examples::
 
     keras-pyramids train --config experiments/ppn_mobilenet_shapes.json
     keras-pyramids train --model ppn_mobilenet --dataset shapes --image-size 160 --epochs 5
     keras-pyramids evaluate runs/ppn_mobilenet_shapes/model.keras --split validation
+    keras-pyramids export runs/ppn_mobilenet_shapes/model.keras exported/ppn --format saved_model
     keras-pyramids list-models
     keras-pyramids report --models ppn_mobilenet ssd_mobilenet
 
@@ -217,6 +218,25 @@ def cmd_evaluate(args):
     return 0
 
 
+# -- export ---------------------------------------------------------------------
+
+def cmd_export(args):
+    from keras_pyramids import export
+
+    if os.path.exists(args.output):
+        raise FileExistsError(f"{args.output} already exists; not overwriting it.")
+    model = load_saved_model(args.model_path)
+    if args.format == "saved_model":
+        if args.quantize:
+            raise CliError("--quantize applies to --format tflite only.")
+        path = export.export_saved_model(model, args.output)
+        print(f"SavedModel: {path} (signatures serving_default: uint8 images, serving_bytes: encoded images)")
+    else:
+        path = export.export_tflite(model, args.output, quantize=args.quantize)
+        print(f"TFLite: {path} (NMS settings: {path}.json; run with keras_pyramids.export.run_tflite)")
+    return 0
+
+
 # -- list-models / report ---------------------------------------------------------
 
 def cmd_list_models(args):
@@ -351,6 +371,15 @@ def build_parser():
     evaluate.add_argument("--output-json", help="write the metrics to this new JSON file")
     evaluate.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    exporter = commands.add_parser(
+        "export", help="write a .keras detector as a SavedModel or TFLite file for serving")
+    exporter.add_argument("model_path", help="a .keras file (e.g. <model_dir>/model.keras)")
+    exporter.add_argument("output", help="new SavedModel directory or .tflite file")
+    exporter.add_argument("--format", choices=("saved_model", "tflite"), default="saved_model")
+    exporter.add_argument("--quantize", choices=("dynamic_int8",),
+                          help="TFLite only: dynamic-range int8 weights")
+    exporter.set_defaults(func=cmd_export)
 
     listing = commands.add_parser("list-models", help="names of all registered models")
     listing.set_defaults(func=cmd_list_models)

@@ -155,3 +155,20 @@ def test_export_rejects_bad_arguments(trained_model, tmp_path):
         export.export_saved_model(trained_model, str(tmp_path / "exists"))
     with pytest.raises(ValueError, match="uint8 array"):
         export.run_tflite(str(tmp_path / "m.tflite"), np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_cli_export_writes_a_working_saved_model_and_refuses_to_overwrite(
+        trained_model, held_out_images, tmp_path, capsys):
+    from keras_pyramids.cli import main
+
+    model_path = str(tmp_path / "model.keras")
+    trained_model.save(model_path)
+    output = str(tmp_path / "exported")
+    assert main(["export", model_path, output]) == 0
+    loaded = tf.saved_model.load(output)
+    assert_same_detections(loaded.signatures["serving_default"](images=tf.constant(held_out_images)),
+                           reference_detections(trained_model, held_out_images))
+    assert main(["export", model_path, output]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", model_path, str(tmp_path / "m"), "--quantize", "dynamic_int8"]) == 2
+    assert "--format tflite only" in capsys.readouterr().err
