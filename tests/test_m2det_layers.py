@@ -134,6 +134,12 @@ def test_mlfpn_shapes_and_sharing():
     shared(endpoints_inputs())
     ffm2_params = 8 * 4 + 4 * 4  # 1x1 conv base(8) -> 4, BN
     assert separate.count_params() - shared.count_params() == ffm2_params
+    # Reference layout: full-width TUM outputs, so TUMs 2.. take 4 + 8 = 12 channels.
+    reference = small_mlfpn(tum_out_channels=8)
+    outs = reference(endpoints_inputs())
+    assert [o.shape[-1] for o in outs] == [24] * 6
+    assert tuple(reference.tums[1].encoder[0].conv.kernel.shape) == (3, 3, 12, 8)
+    assert tuple(reference.tums[0].encoder[0].conv.kernel.shape) == (3, 3, 8, 8)
     with pytest.raises(ValueError, match="endpoints"):
         small_mlfpn()({"C3": keras.Input((40, 40, 6)), "C4": keras.Input((20, 20, 10))})
 

@@ -127,7 +127,7 @@ def build_m2det(
         anchor_config: overrides :func:`anchor_config_for`.
         loss_config: :class:`keras_pyramids.losses.LossConfig`.
         **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
-            ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
+            ``ffm2_channels``, ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
             ``last_encoder_stride``, ``lateral_kernel_size``, ``sfam_reduction``).
     """
     if backbone not in BACKBONES:

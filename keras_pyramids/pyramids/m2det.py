@@ -423,6 +423,8 @@ class MLFPN(keras.layers.Layer):
         num_scales: outputs per TUM (6).
         tum_channels: TUM width (256; Table 3's "Channels").
         tum_out_channels: TUM output width (None -> ``tum_channels // 2``).
+        ffm2_channels: width of FFMv2's base-feature conv (None ->
+            ``tum_channels // 2``: "768,1x1,1,128" for 256-channel TUMs).
         base_channels: FFMv1's (shallow, deep) conv widths, (256, 512).
         use_sfam, sfam_reduction, share_attention: SFAM settings.
         share_ffm2: one FFMv2 conv for all TUMs (reference).
@@ -442,6 +444,7 @@ class MLFPN(keras.layers.Layer):
         num_scales=6,
         tum_channels=256,
         tum_out_channels=None,
+        ffm2_channels=None,
         base_channels=(256, 512),
         use_sfam=True,
         sfam_reduction=16,
@@ -472,18 +475,15 @@ class MLFPN(keras.layers.Layer):
 
         self.ffm1 = FFMv1(*self.base_channels, name="ffm1")
         self.first_reduce = _conv(self.tum_channels, 1, name="tum_1_input")
-        # FFMv2's conv gives the TUM input width minus the previous TUM's output.
-        ffm2_channels = self.tum_channels - self.tum_out_channels
-        if self.num_levels > 1 and ffm2_channels < 1:
-            raise ValueError(
-                f"tum_out_channels ({self.tum_out_channels}) must be smaller than tum_channels "
-                f"({self.tum_channels}) so that FFMv2 can add base-feature channels."
-            )
+        # Fig. 4b: the base feature's 1x1 conv gives half the TUM width; with the
+        # paper's half-width TUM outputs a TUM input is then tum_channels wide
+        # (Fig. 4c), with the reference's full-width outputs 1.5 x tum_channels.
+        self.ffm2_channels = int(ffm2_channels) if ffm2_channels else max(self.tum_channels // 2, 1)
         if self.share_ffm2:
-            shared = FFMv2(ffm2_channels, name="ffm2")
+            shared = FFMv2(self.ffm2_channels, name="ffm2")
             self.ffm2 = [shared] * (self.num_levels - 1)
         else:
-            self.ffm2 = [FFMv2(ffm2_channels, name=f"ffm2_{l + 2}") for l in range(self.num_levels - 1)]
+            self.ffm2 = [FFMv2(self.ffm2_channels, name=f"ffm2_{l + 2}") for l in range(self.num_levels - 1)]
         self.tums = [
             TUM(
                 self.tum_channels,
@@ -542,6 +542,7 @@ class MLFPN(keras.layers.Layer):
             num_scales=self.num_scales,
             tum_channels=self.tum_channels,
             tum_out_channels=self.tum_out_channels,
+            ffm2_channels=self.ffm2_channels,
             base_channels=self.base_channels,
             use_sfam=self.use_sfam,
             sfam_reduction=self.sfam_reduction,
