@@ -90,6 +90,8 @@ def test_resnet101_backbone_endpoints():
     assert tuple(endpoints["C4"].shape[1:]) == (20, 20, 1024)
     assert model.feature_shapes == [(s, s) for s in (40, 20, 10, 5, 3, 2)]
     assert model.num_anchors == expected_anchors((40, 20, 10, 5, 3, 2))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        kp.build_model("m2det_resnet101_320", image_size=336, deep_endpoint="C5", num_tums=1, tum_channels=16)
 
 
 def test_vgg_reduced_layout_and_params():
@@ -126,6 +128,9 @@ def test_table3_params_all_reachable_rows_within_6_percent():
     rows = m2det.table3_report(m2det.TABLE3_REACHABLE)
     for config, ours, paper, ratio in rows:
         assert abs(ratio - 1) < 0.06, (config, ours, paper)
+    # A 512-channel row needs the reference's full-width TUM outputs.
+    (config, ours, paper, ratio), = m2det.table3_report([(2, 512)], tum_out_channels=512)
+    assert abs(ratio - 1) < 0.06, (config, ours, paper)
 
 
 def synthetic_batch(model, batch_size=4, seed=0):

@@ -106,6 +106,7 @@ def build_m2det(
     postprocess=None,
     anchor_config=None,
     loss_config=None,
+    deep_endpoint=None,
     name=None,
     **mlfpn_options,
 ):
@@ -125,6 +126,9 @@ def build_m2det(
             :data:`M2DET_POSTPROCESS` (linear soft-NMS at 0.05); pass
             ``{"nms": "hard"}`` for speed.
         anchor_config: overrides :func:`anchor_config_for`.
+        deep_endpoint: ResNet only: the deep map FFMv1 fuses with ``C3``:
+            ``"C4"`` (stride 16, default, as the reference's 2x upsampling) or
+            ``"C5"`` (stride 32, upsampled 4x; image sides multiples of 32).
         loss_config: :class:`keras_pyramids.losses.LossConfig`.
         **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
             ``ffm2_channels``, ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
@@ -135,11 +139,17 @@ def build_m2det(
     if num_scales != 6 and anchor_config is None:
         raise ValueError(f"The M2Det anchor ranges are defined for 6 scales; pass anchor_config for {num_scales}.")
     name = name or f"m2det_{backbone}"
-    height, width = check_image_size(image_size, 16, name)
-    if height % 16 or width % 16:
+    _, shallow, deep = BACKBONES[backbone]
+    if deep_endpoint is not None:
+        if backbone != "resnet101" or deep_endpoint not in ("C4", "C5"):
+            raise ValueError(f"deep_endpoint must be 'C4' or 'C5' with the ResNet backbone; got {deep_endpoint!r}.")
+        deep = deep_endpoint
+    stride = resnet_lib.ENDPOINT_STRIDES[deep] if backbone == "resnet101" else vgg_lib.ENDPOINT_STRIDES[deep]
+    height, width = check_image_size(image_size, stride, name)
+    if height % stride or width % stride:
         raise ValueError(
-            f"{name} needs image sides that are multiples of 16 (FFMv1 upsamples the stride-16 map by 2 "
-            f"onto the stride-8 map); got {height}x{width}."
+            f"{name} needs image sides that are multiples of {stride} (FFMv1 upsamples the stride-{stride} "
+            f"map onto the stride-8 map by an integer factor); got {height}x{width}."
         )
     for side in (height, width):
         sizes = tum_scales(side // 8, num_scales, mlfpn_options.get("last_encoder_stride", 2))
@@ -148,7 +158,6 @@ def build_m2det(
                 f"{name} with {num_scales} scales needs image sides of at least 144; got {height}x{width} "
                 f"(TUM sizes {sizes})."
             )
-    _, shallow, deep = BACKBONES[backbone]
     if backbone == "vgg16":
         net = vgg_lib.vgg16_reduced((height, width, 3), width_multiplier=backbone_width, weights=backbone_weights)
     else:
@@ -222,9 +231,10 @@ def table3_report(configs=None, num_classes=80, **mlfpn_options):
     only, as PyTorch's ``parameters()`` counts (batch-norm moving statistics
     are buffers there). Parameters in millions;
     ``config`` is the string ``"<TUMs>x<channels>"``. The 512-channel rows
-    cannot be reached with the paper's half-width TUM outputs (ours are 20-24%
-    short); with the reference's full-width outputs
-    (``tum_out_channels=512``) they come within 5%.
+    cannot be reached with the paper's half-width TUM outputs (ours are 20-25%
+    short: 0.805, 0.777, 0.754); with the reference's full-width outputs
+    (``tum_out_channels=512``) they come within 3% (0.978, 0.988, 0.992), so
+    the paper presumably counted those three rows with that layout.
     """
     rows = []
     for tums, channels in configs or list(PAPER_TABLE3):
