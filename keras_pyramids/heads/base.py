@@ -27,8 +27,12 @@ def flatten_level(x, code_size):
 
 
 def concat_levels(box_maps, class_maps, num_classes):
-    """Flattens and concatenates per-level predictions into the head's output dict."""
+    """Flattens and concatenates per-level predictions into the head's output dict (float32)."""
+    # float32 outputs whatever the compute dtype: under a mixed precision
+    # policy (e.g. "mixed_bfloat16") the losses and the decode then run in
+    # float32, as Keras' mixed precision guide advises for a model's outputs.
     return {
-        "boxes": ops.concatenate([flatten_level(b, 4) for b in box_maps], axis=1),
-        "classes": ops.concatenate([flatten_level(c, num_classes) for c in class_maps], axis=1),
+        "boxes": ops.cast(ops.concatenate([flatten_level(b, 4) for b in box_maps], axis=1), "float32"),
+        "classes": ops.cast(
+            ops.concatenate([flatten_level(c, num_classes) for c in class_maps], axis=1), "float32"),
     }
