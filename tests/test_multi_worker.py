@@ -33,13 +33,10 @@ def test_tf_configs_name_every_worker_on_distinct_local_ports():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Keras 3.15 fit() under MultiWorkerMirroredStrategy: _maybe_symbolic_build calls "
-    "strategy.reduce('MEAN', <nested (images, targets) batch>) and CollectiveAllReduceExtended "
-    "cannot reduce a nested structure ('Attempt to convert a value (PerReplica...) to a Tensor'). "
-    "The cluster itself forms (2 replicas). Remove this mark when Keras fixes it."))
 def test_two_workers_train_to_identical_weights_and_the_single_process_loss(tmp_path):
     import keras
+
+    import keras_pyramids  # noqa: F401  (registers the zoo's classes for load_model)
 
     model_dir = str(tmp_path / "mw")
     codes = launch_multi_worker.launch(2, TRAIN_ARGS + ["--model-dir", model_dir], timeout=170,
@@ -50,8 +47,12 @@ def test_two_workers_train_to_identical_weights_and_the_single_process_loss(tmp_
     chief = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
     other = keras.saving.load_model(os.path.join(model_dir, "workers", "worker_1", "model.keras"),
                                     compile=False)
-    for a, b in zip(chief.get_weights(), other.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    # Gradients are all-reduced, so every trainable weight is the same on both
+    # workers; batch-norm moving statistics are each worker's own (unsynchronised
+    # batch norm, as in TF's multi-worker training), so they are not compared.
+    assert len(chief.trainable_weights) == len(other.trainable_weights) > 0
+    for a, b in zip(chief.trainable_weights, other.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     from keras_pyramids.cli import main
 
     single_dir = str(tmp_path / "single")

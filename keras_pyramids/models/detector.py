@@ -29,6 +29,27 @@ def _scale_loss_for_replicas(loss):
     return loss / replicas if replicas > 1 else loss
 
 
+def _is_multi_worker(strategy):
+    if strategy is None or keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _with_batch_axis_for_multi_worker(logs, strategy):
+    """Gives scalar step logs a length-1 batch axis under MultiWorkerMirroredStrategy.
+
+    Keras 3.15 averages step outputs across workers with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars ("Invalid
+    reduction dimension 0 for input with 0 dimensions"); with the axis, the mean
+    over workers is again a scalar.
+    """
+    if not _is_multi_worker(strategy):
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="keras_pyramids")
 class Detector(keras.Model):
     """A single-shot detector: backbone, pyramid, head, anchors and post-processing.
@@ -152,6 +173,28 @@ class Detector(keras.Model):
         self.box_loss_tracker.update_state(box_loss)
         self.class_loss_tracker.update_state(class_loss)
         return _scale_loss_for_replicas(total)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15's TF trainer learns the batch shapes by strategy.reduce("MEAN",
+        # first_batch), which MultiWorkerMirroredStrategy cannot do for a nested
+        # (images, targets) batch ("Attempt to convert a value (PerReplica...)").
+        # This replica's own batch has the same shapes and needs no communication.
+        strategy = self._distribute_strategy
+        if iterator is None or not _is_multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = keras.tree.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], next(batches)
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        return _with_batch_axis_for_multi_worker(super().train_step(data), self._distribute_strategy)
+
+    def test_step(self, data):
+        return _with_batch_axis_for_multi_worker(super().test_step(data), self._distribute_strategy)
 
     def postprocess(self, outputs):
         """Raw outputs -> final detections (see class docstring)."""

@@ -392,7 +392,12 @@ def train(config, callbacks=(), evaluate=True):
     model.save(model_path)
     metrics, detections_path = None, None
     if evaluate and chief:
-        metrics, detections_path = evaluate_run(model, config)
+        # Prediction under a multi-worker strategy is collective, and the other
+        # workers have finished; the chief evaluates a copy outside the strategy.
+        eval_model = model
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            eval_model = keras.saving.load_model(model_path)
+        metrics, detections_path = evaluate_run(eval_model, config)
     result = TrainResult(model, logger.entries, metrics, model_dir, model_path, detections_path,
                          logger.initial_epoch, time.time() - start)
     return result
