@@ -201,6 +201,17 @@ class Detector(keras.Model):
         anchors = ops.convert_to_tensor(self.anchors)
         return self.postprocessor(outputs["boxes"], outputs["classes"], anchors)
 
+    def make_predict_function(self, force=False):
+        # The NMS op (combined_non_max_suppression) has no XLA kernel, so the
+        # predict step runs as a plain graph even when training uses XLA
+        # (jit_compile=True on GPU / TPU).
+        jit_compile = self._jit_compile
+        self._jit_compile = False
+        try:
+            return super().make_predict_function(force=force)
+        finally:
+            self._jit_compile = jit_compile
+
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.postprocess(self(x, training=False))
