@@ -134,7 +134,8 @@ class TrainConfig:
     tpu: Optional[str] = None
     jit_compile: Optional[bool] = None
     model_dir: Optional[str] = None
-    # ~0.1 s per backup of the full-width PPN on CPU: < 1 % of 100 steps.
+    # A backup of the full-width PPN (17 MB with optimizer state) takes ~0.2 s on
+    # CPU, under 1 % of the time of 100 training steps.
     backup_every_steps: Optional[int] = 100
     eval_every_epochs: int = 0
     eval_batch_size: int = 16
