@@ -387,6 +387,12 @@ def train(config, callbacks=(), evaluate=True):
     )
     # Repeat so that steps_per_epoch alone decides the epoch length.
     pipeline = pipeline.repeat()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Generated and in-memory sources have no files to split between
+        # workers: shard by element (what AUTO falls back to, with a warning).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        pipeline = pipeline.with_options(options)
 
     os.makedirs(os.path.join(model_dir, CHECKPOINT_DIR), exist_ok=True)
     logger = EpochLogger(os.path.join(model_dir, HISTORY_FILE), config.epochs, steps_per_epoch,
