@@ -204,7 +204,7 @@ class Detector(keras.Model):
     def make_predict_function(self, force=False):
         # The NMS op (combined_non_max_suppression) has no XLA kernel, so the
         # predict step runs as a plain graph even when training uses XLA
-        # (jit_compile=True on GPU / TPU).
+        # (XLA is chosen by device: on for GPU / TPU).
         jit_compile = self._jit_compile
         self._jit_compile = False
         try:
