@@ -259,7 +259,9 @@ def count_flops(model, image_size):
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    from keras_pyramids.image_size import to_hw
+
+    height, width = to_hw(image_size)
     function = tf.function(lambda images: model(images, training=False))
     concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32))
     # Constants instead of variable reads, so the profiler sees every weight shape.

@@ -15,18 +15,9 @@ import tensorflow as tf
 
 from keras_pyramids.data import augment as augment_lib
 from keras_pyramids.data.dataset import DetectionDataset
+from keras_pyramids.image_size import to_hw
 
 DEFAULT_SHUFFLE_BUFFER = 1000
-
-
-def _image_shape(image_size):
-    """``image_size`` as an ``(H, W)`` tuple of ints."""
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    shape = tuple(int(s) for s in image_size)
-    if len(shape) != 2 or min(shape) <= 0:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
-    return shape
 
 
 def _as_examples(examples):
@@ -85,7 +76,7 @@ def make_detection_pipeline(
         {"boxes": float32 [B, N, 4], "classes": int32 [B, N]})``.
     """
     dataset = _as_examples(examples)
-    image_shape = _image_shape(image_size)
+    image_shape = to_hw(image_size)
     if drop_remainder is None:
         drop_remainder = bool(training)
     use_augment = bool(training and augment)
@@ -138,7 +129,7 @@ def make_inference_pipeline(examples, image_size, batch_size):
         last batch may be smaller.
     """
     dataset = _as_examples(examples)
-    image_shape = _image_shape(image_size)
+    image_shape = to_hw(image_size)
 
     def prepare(example):
         image = example["image"]

@@ -6,11 +6,11 @@ compares the raw outputs with anchor targets encoded in ``tf.data``;
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_pyramids import anchors as anchor_lib
 from keras_pyramids import losses as loss_lib
+from keras_pyramids.image_size import to_hw
 from keras_pyramids.postprocess import DetectionPostProcessor
 from keras_pyramids.target_assigner import TargetAssigner
 
@@ -240,12 +240,7 @@ class Detector(keras.Model):
 
 def check_image_size(image_size, min_size, model_name):
     """Normalises ``image_size`` (int or ``(H, W)``) and rejects sizes the network cannot take."""
-    if isinstance(image_size, (int, np.integer)):
-        image_size = (int(image_size), int(image_size))
-    try:
-        height, width = (int(d) for d in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or (height, width); got {image_size!r}.") from None
+    height, width = to_hw(image_size)
     if height < min_size or width < min_size:
         raise ValueError(
             f"{model_name} needs images of at least {min_size}x{min_size} pixels "

@@ -18,22 +18,15 @@ The data side is TensorFlow (tf.data), like the rest of the zoo's pipelines.
 import numpy as np
 import tensorflow as tf
 
+from keras_pyramids.image_size import to_hw
+
 RESIZE_MODES = ("stretch", "center_crop")
-
-
-def _size_hw(size):
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    size = tuple(size)
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
-        raise ValueError(f"An input size is an int or (height, width) of positive ints; got {size!r}.")
-    return size
 
 
 def _check_sizes(sizes):
     if isinstance(sizes, (int, np.integer)):
         sizes = (sizes,)
-    sizes = [_size_hw(s) for s in sizes]
+    sizes = [to_hw(s, name="An input size") for s in sizes]
     if not sizes:
         raise ValueError("`sizes` is empty; give at least one input size, e.g. (180, 224).")
     return sizes
@@ -47,7 +40,7 @@ def resize_images(images, size, mode="stretch"):
     ``"center_crop"`` first takes the largest central crop with the target's
     aspect ratio, so shapes are not distorted. Bilinear, float32 output.
     """
-    height, width = _size_hw(size)
+    height, width = to_hw(size, name="An input size")
     if mode == "stretch":
         resized = tf.image.resize(images, (height, width), method="bilinear")
     elif mode == "center_crop":
