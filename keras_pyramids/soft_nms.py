@@ -18,6 +18,7 @@ them (DESIGN.md).
 """
 
 import tensorflow as tf
+from keras.utils import bounding_boxes
 
 METHODS = ("linear", "gaussian")
 
@@ -25,20 +26,15 @@ METHODS = ("linear", "gaussian")
 def pairwise_iou(boxes):
     """IoU of every pair of ``[ymin, xmin, ymax, xmax]`` boxes: ``[..., k, 4]`` -> ``[..., k, k]``.
 
-    Degenerate (zero-area) pairs get IoU 0.
+    Keras' ``compute_iou`` (as in the target assigner) takes one batch axis at
+    most, so the leading axes are folded into one. Degenerate (zero-area) pairs
+    get IoU 0.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    area = tf.maximum(ymax - ymin, 0.0) * tf.maximum(xmax - xmin, 0.0)
-    inter_h = tf.maximum(
-        tf.minimum(ymax[..., :, None], ymax[..., None, :]) - tf.maximum(ymin[..., :, None], ymin[..., None, :]), 0.0
-    )
-    inter_w = tf.maximum(
-        tf.minimum(xmax[..., :, None], xmax[..., None, :]) - tf.maximum(xmin[..., :, None], xmin[..., None, :]), 0.0
-    )
-    inter = inter_h * inter_w
-    union = area[..., :, None] + area[..., None, :] - inter
-    return tf.math.divide_no_nan(inter, union)
+    k = tf.shape(boxes)[-2]
+    flat = tf.reshape(boxes, [-1, k, 4])
+    iou = bounding_boxes.compute_iou(flat, flat, bounding_box_format="yxyx")
+    return tf.reshape(iou, tf.concat([tf.shape(boxes)[:-1], [k]], 0))
 
 
 def decay(iou, method="linear", iou_threshold=0.3, sigma=0.5):
