@@ -47,6 +47,9 @@ def test_coco_2017_from_mock_uses_official_ids_and_skips_crowd(tmp_path):
         kept = _check_examples(data, 80)
         everything = _check_examples(with_crowd, 80)
         assert sum(len(e["boxes"]) for e in kept) < sum(len(e["boxes"]) for e in everything)
+        # COCO keeps its own image ids (VOC, which has none, is numbered from 1).
+        raw = tfds.builder("coco/2017", data_dir=str(tmp_path)).as_dataset(split="validation", shuffle_files=False)
+        assert [int(e["image_id"]) for e in kept] == [int(r["image/id"]) for r in raw.as_numpy_iterator()]
 
 
 def test_missing_tfds_dataset_is_not_downloaded(tmp_path):

@@ -120,36 +120,23 @@ def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_
         if len(names) == len(COCO_CLASS_NAMES) and all(n.isdigit() for n in names):
             names = list(COCO_CLASS_NAMES)
         category_ids = list(COCO_CATEGORY_IDS) if len(names) == len(COCO_CATEGORY_IDS) else None
-
-        def convert(example):
-            boxes, classes = _objects_to_boxes(
-                example["objects"], "is_crowd" if skip_crowd else None
-            )
-            return {
-                "image": example["image"],
-                "boxes": boxes,
-                "classes": classes,
-                "image_id": tf.cast(example["image/id"], tf.int64),
-            }
-
-        examples = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        skip_flag = "is_crowd" if skip_crowd else None
     else:
         category_ids = None
+        skip_flag = "is_difficult" if skip_difficult else None
 
-        def convert(index, example):
-            boxes, classes = _objects_to_boxes(
-                example["objects"], "is_difficult" if skip_difficult else None
-            )
-            return {
-                "image": example["image"],
-                "boxes": boxes,
-                "classes": classes,
-                "image_id": tf.cast(index, tf.int64) + 1,
-            }
+    def convert(index, example):
+        boxes, classes = _objects_to_boxes(example["objects"], skip_flag)
+        # VOC has no image ids: number its images from 1 in split order.
+        image_id = example["image/id"] if "image/id" in example else index + 1
+        return {
+            "image": example["image"],
+            "boxes": boxes,
+            "classes": classes,
+            "image_id": tf.cast(image_id, tf.int64),
+        }
 
-        examples = dataset.enumerate().map(
-            convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
+    examples = dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return DetectionDataset(
         examples=examples,
         class_names=names,
