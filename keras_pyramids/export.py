@@ -201,7 +201,7 @@ def nms_in_pixels(postprocessor_config, boxes, scores, original_sizes):
     Returns:
         the detection dict of the module docstring (numpy arrays).
     """
-    from keras_pyramids.postprocess import DetectionPostProcessor
+    from keras_pyramids.ops.postprocess import DetectionPostProcessor
 
     postprocessor = DetectionPostProcessor.from_config(postprocessor_config)
     boxes = tf.convert_to_tensor(boxes, tf.float32)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_pyramids.anchors import AnchorConfig, anchors_per_location, box_specs, level_scales, ssd_anchors
+from keras_pyramids.ops.anchors import AnchorConfig, anchors_per_location, box_specs, level_scales, ssd_anchors
 
 
 def test_single_level_hand_worked():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_pyramids import box_coder
+from keras_pyramids.ops import box_coder
 
 
 def test_encode_hand_worked():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_pyramids.anchors import ssd_anchors
+from keras_pyramids.ops.anchors import ssd_anchors
 from keras_pyramids.data import load_dataset, make_detection_pipeline
-from keras_pyramids.target_assigner import TargetAssigner
+from keras_pyramids.ops.target_assigner import TargetAssigner
 
 
 def _check_examples(data, num_classes):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_pyramids.losses import LossConfig, detection_loss, focal_loss, smooth_l1_loss
+from keras_pyramids.ops.losses import LossConfig, detection_loss, focal_loss, smooth_l1_loss
 
 
 def test_focal_loss_hand_worked():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pyramids as kp
-from keras_pyramids import anchors
+from keras_pyramids.ops import anchors
 from keras_pyramids.backbones.vgg import CaffePreprocess, subsample_fc_weights, vgg16_reduced
 from keras_pyramids.models import m2det
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from keras_pyramids import box_coder
-from keras_pyramids.matcher import BACKGROUND, IGNORE, argmax_match
-from keras_pyramids.target_assigner import TargetAssigner
+from keras_pyramids.ops import box_coder
+from keras_pyramids.ops.matcher import BACKGROUND, IGNORE, argmax_match
+from keras_pyramids.ops.target_assigner import TargetAssigner
 
 
 def test_thresholds_hand_worked():

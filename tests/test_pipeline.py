@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_pyramids import box_coder
-from keras_pyramids.anchors import ssd_anchors
+from keras_pyramids.ops import box_coder
+from keras_pyramids.ops.anchors import ssd_anchors
 from keras_pyramids.data import (
     DetectionDataset,
     load_dataset,
@@ -13,7 +13,7 @@ from keras_pyramids.data import (
     make_inference_pipeline,
 )
 from keras_pyramids.data.dataset import example_signature
-from keras_pyramids.target_assigner import TargetAssigner
+from keras_pyramids.ops.target_assigner import TargetAssigner
 
 ANCHORS = ssd_anchors([(8, 8), (4, 4), (2, 2), (1, 1)], (128, 128))
 

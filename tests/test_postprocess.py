@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
 
 ANCHORS = np.array([[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.55], [0.5, 0.5, 1.0, 1.0]], np.float32)
 LOGIT_09 = np.log(0.9 / 0.1)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pyramids.postprocess import DetectionPostProcessor
-from keras_pyramids.soft_nms import pairwise_iou, soft_nms
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.soft_nms import pairwise_iou, soft_nms
 
 # A and B overlap by half of A's width: inter 0.5, union 1.5 -> IoU 1/3. C is apart.
 BOXES = np.array([[0, 0, 1, 1], [0, 0.5, 1, 1.5], [2, 2, 3, 3]], np.float32)

@@ -1,7 +1,7 @@
 """``tf.data`` pipelines from source examples to model inputs.
 
 Targets are encoded per example, before batching, by a
-:class:`keras_pyramids.target_assigner.TargetAssigner`, so every batch has
+:class:`keras_pyramids.ops.target_assigner.TargetAssigner`, so every batch has
 static shapes (``[B, H, W, 3]`` images, ``[B, N, 4]`` box codes, ``[B, N]``
 class targets for ``N`` anchors) whatever the number of objects per image
 (DESIGN.md: "targets are encoded in the tf.data pipeline").

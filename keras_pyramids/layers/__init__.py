@@ -9,7 +9,7 @@ from keras_pyramids.heads.per_level import PerLevelBoxPredictor  # noqa: F401
 from keras_pyramids.heads.shared import WeightSharedBoxPredictor  # noqa: F401
 from keras_pyramids.layers.spp import SpatialPyramidPooling  # noqa: F401
 from keras_pyramids.layers.spp import SpatialPyramidRoIPooling  # noqa: F401
-from keras_pyramids.postprocess import DetectionPostProcessor  # noqa: F401
+from keras_pyramids.ops.postprocess import DetectionPostProcessor  # noqa: F401
 from keras_pyramids.pyramids.m2det import FFMv1, FFMv2, MLFPN, SFAM, TUM  # noqa: F401
 from keras_pyramids.pyramids.ppn import PoolingPyramid  # noqa: F401
 from keras_pyramids.pyramids.ssd import SSDFeatureMaps  # noqa: F401

@@ -8,11 +8,11 @@ compares the raw outputs with anchor targets encoded in ``tf.data``;
 import keras
 from keras import ops
 
-from keras_pyramids import anchors as anchor_lib
-from keras_pyramids import losses as loss_lib
+from keras_pyramids.ops import anchors as anchor_lib
+from keras_pyramids.ops import losses as loss_lib
 from keras_pyramids.image_size import to_hw
-from keras_pyramids.postprocess import DetectionPostProcessor
-from keras_pyramids.target_assigner import TargetAssigner
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.target_assigner import TargetAssigner
 
 
 def _scale_loss_for_replicas(loss):
@@ -60,8 +60,8 @@ class Detector(keras.Model):
         pyramid: layer mapping the endpoint dict to a list of maps, largest first.
         head: layer mapping that list to ``{"boxes": [B, N, 4], "classes": [B, N, C]}``.
         num_classes: number of foreground classes ``C``.
-        anchor_config: :class:`keras_pyramids.anchors.AnchorConfig` (or its dict).
-        loss_config: :class:`keras_pyramids.losses.LossConfig` (or its dict).
+        anchor_config: :class:`keras_pyramids.ops.anchors.AnchorConfig` (or its dict).
+        loss_config: :class:`keras_pyramids.ops.losses.LossConfig` (or its dict).
         matcher_config: ``{"matched_threshold", "unmatched_threshold", "force_match"}``.
         postprocessor: :class:`DetectionPostProcessor` (default settings if None).
 

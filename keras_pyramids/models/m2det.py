@@ -31,12 +31,12 @@ import gc
 
 import numpy as np
 
-from keras_pyramids import anchors as anchor_lib
+from keras_pyramids.ops import anchors as anchor_lib
 from keras_pyramids.backbones import resnet as resnet_lib
 from keras_pyramids.backbones import vgg as vgg_lib
 from keras_pyramids.heads.per_level import PerLevelBoxPredictor
 from keras_pyramids.models.detector import Detector, check_image_size
-from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.pyramids.m2det import MLFPN, tum_scales
 from keras_pyramids.registry import register_model
 
@@ -129,7 +129,7 @@ def build_m2det(
         deep_endpoint: ResNet only: the deep map FFMv1 fuses with ``C3``:
             ``"C4"`` (stride 16, default, as the reference's 2x upsampling) or
             ``"C5"`` (stride 32, upsampled 4x; image sides multiples of 32).
-        loss_config: :class:`keras_pyramids.losses.LossConfig`.
+        loss_config: :class:`keras_pyramids.ops.losses.LossConfig`.
         **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
             ``ffm2_channels``, ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
             ``last_encoder_stride``, ``lateral_kernel_size``, ``sfam_reduction``).

@@ -7,11 +7,11 @@ config: scales 0.15 to 0.95, aspect ratios 1, 2, 1/2, 3, 1/3 plus the
 interpolated square, 6 anchors on every level).
 """
 
-from keras_pyramids import anchors as anchor_lib
+from keras_pyramids.ops import anchors as anchor_lib
 from keras_pyramids.backbones.mobilenet_v1 import endpoint_stride, mobilenet_v1
 from keras_pyramids.heads.shared import WeightSharedBoxPredictor
 from keras_pyramids.models.detector import Detector, check_image_size
-from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.pyramids.ppn import PoolingPyramid
 from keras_pyramids.registry import register_model
 
@@ -44,10 +44,10 @@ def ppn_mobilenet(
             as in the paper's model).
         predictor_depth: depth of the shared 1x1 tower conv (512 in the paper);
             scaled by ``depth_multiplier`` like the backbone.
-        anchor_config: :class:`keras_pyramids.anchors.AnchorConfig`.
+        anchor_config: :class:`keras_pyramids.ops.anchors.AnchorConfig`.
         backbone_weights: ``None`` or ``"imagenet"`` (downloads, only if asked).
         postprocess: kwargs of :class:`DetectionPostProcessor`.
-        loss_config: :class:`keras_pyramids.losses.LossConfig`.
+        loss_config: :class:`keras_pyramids.ops.losses.LossConfig`.
     """
     height, width = check_image_size(image_size, endpoint_stride(BASE_ENDPOINT), "ppn_mobilenet")
     backbone = mobilenet_v1(

@@ -7,11 +7,11 @@ four extra layers (:class:`keras_pyramids.pyramids.SSDFeatureMaps`), a separate
 on the first level (the reference's ``reduce_boxes_in_lowest_layer``).
 """
 
-from keras_pyramids import anchors as anchor_lib
+from keras_pyramids.ops import anchors as anchor_lib
 from keras_pyramids.backbones.mobilenet_v1 import endpoint_stride, mobilenet_v1
 from keras_pyramids.heads.per_level import PerLevelBoxPredictor
 from keras_pyramids.models.detector import Detector, check_image_size
-from keras_pyramids.postprocess import DetectionPostProcessor
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.pyramids.ssd import SSD_MOBILENET_V1_LAYOUT, SSDFeatureMaps
 from keras_pyramids.registry import register_model
 

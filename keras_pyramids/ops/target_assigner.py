@@ -8,7 +8,7 @@ which is what XLA and TPUs need (DESIGN.md, "anchors, box coder and matching").
 import tensorflow as tf
 from keras.utils import bounding_boxes
 
-from keras_pyramids import box_coder, matcher
+from keras_pyramids.ops import box_coder, matcher
 
 
 class TargetAssigner:
@@ -18,7 +18,7 @@ class TargetAssigner:
         anchors: ``[N, 4]`` normalised ``[ymin, xmin, ymax, xmax]`` anchors (e.g.
             ``model.anchors``).
         matched_threshold, unmatched_threshold, force_match: see
-            :func:`keras_pyramids.matcher.argmax_match`.
+            :func:`keras_pyramids.ops.matcher.argmax_match`.
         scale_factors: box coder scale factors.
 
     Calling it with ``boxes [M, 4]`` (normalised yxyx) and ``classes [M]`` (int,

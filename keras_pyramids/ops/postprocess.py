@@ -1,7 +1,7 @@
 """Post-processing as a layer: decode box codes with the anchors, then per-class NMS.
 
 This is the one place the model side uses TensorFlow ops directly
-(``tf.image.combined_non_max_suppression``, :mod:`keras_pyramids.soft_nms`),
+(``tf.image.combined_non_max_suppression``, :mod:`keras_pyramids.ops.soft_nms`),
 so that a saved or exported model returns final detections (DESIGN.md,
 "post-processing ... is a layer").
 """
@@ -10,8 +10,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_pyramids import box_coder
-from keras_pyramids.soft_nms import soft_nms
+from keras_pyramids.ops import box_coder
+from keras_pyramids.ops.soft_nms import soft_nms
 
 NMS_METHODS = ("hard", "soft_linear", "soft_gaussian")
 
@@ -27,7 +27,7 @@ class DetectionPostProcessor(keras.layers.Layer):
 
     ``nms`` picks the suppression: ``"hard"`` (default; greedy NMS,
     ``tf.image.combined_non_max_suppression``), ``"soft_linear"`` or
-    ``"soft_gaussian"`` (Bodla et al. 2017, :func:`keras_pyramids.soft_nms.soft_nms`;
+    ``"soft_gaussian"`` (Bodla et al. 2017, :func:`keras_pyramids.ops.soft_nms.soft_nms`;
     the linear kernel decays scores of boxes with IoU >= ``iou_threshold`` by
     ``1 - IoU``, the Gaussian one every score by ``exp(-IoU^2 / soft_nms_sigma)``;
     boxes whose decayed score falls below ``score_threshold`` are dropped).
