@@ -21,17 +21,20 @@ import sys
 import time
 import typing
 
-PROG = "keras-pyramids"
+# Importing the package imports TensorFlow; when this process is the command,
+# keras_pyramids/__init__.py has already hidden TensorFlow's start-up notices
+# (keras_pyramids.startup), so the imports below can stay at module level.
+from keras_pyramids import export
+from keras_pyramids.data import load_dataset
+from keras_pyramids.evaluation import STAT_NAMES, evaluate_detector
+from keras_pyramids.registry import build_model, list_models
+from keras_pyramids.report import format_report, model_report
+from keras_pyramids.saving import load_model
+from keras_pyramids.training.strategy import default_jit_compile
+from keras_pyramids.training.trainer import TrainConfig, train
+from keras_pyramids.visualize import save_detections_png
 
-# Published figures to print next to ours: PPN paper Table 1 (COCO, MobileNet
-# v1, 300x300). The paper's FLOPs are 2x its multiply-adds (SSD MobileNet v1
-# has ~1.2G multiply-adds), i.e. the TF profiler's convention used here.
-PAPER_FIGURES = {
-    "ssd_mobilenet": {"flops": 2.48e9, "params": 6.83e6, "mAP": 20.0, "gpu_ms": 27,
-                      "source": "PPN paper Table 1"},
-    "ppn_mobilenet": {"flops": 2.35e9, "params": 2.18e6, "mAP": 19.7, "gpu_ms": 26,
-                      "source": "PPN paper Table 1"},
-}
+PROG = "keras-pyramids"
 
 
 class CliError(Exception):
@@ -80,8 +83,6 @@ def _add_train_config_flags(parser):
 
     Generated from the dataclass so the flags and the JSON configs cannot drift apart.
     """
-    from keras_pyramids.training.trainer import TrainConfig
-
     docs = {}
     # "name: text" lines of the Attributes section of TrainConfig's docstring.
     current = None
@@ -117,8 +118,6 @@ def _add_train_config_flags(parser):
 
 
 def _train_config_from_args(args):
-    from keras_pyramids.training.trainer import TrainConfig
-
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if overrides.get("jit_compile") == "auto":
         overrides["jit_compile"] = None
@@ -135,8 +134,6 @@ def _train_config_from_args(args):
 
 
 def _print_metrics(metrics, split):
-    from keras_pyramids.evaluation import STAT_NAMES
-
     print(f"COCO metrics on {split} ({metrics.get('num_images', '?')} images, "
           f"{metrics.get('num_detections', '?')} detections; -1 = no ground truth of that size):")
     print("  " + "  ".join(f"{name:>6}" for name in STAT_NAMES[:6]))
@@ -144,8 +141,6 @@ def _print_metrics(metrics, split):
 
 
 def cmd_train(args):
-    from keras_pyramids.training.trainer import train
-
     start = time.time()
     config = _train_config_from_args(args)
     result = train(config)  # an unknown model name fails first, before any data is loaded
@@ -160,25 +155,16 @@ def cmd_train(args):
 
 # -- evaluate -------------------------------------------------------------------
 
-def load_saved_model(path):
-    """Loads a ``.keras`` model saved by this package (without its optimizer)."""
-    import keras
-
-    import keras_pyramids  # noqa: F401  (registers the serializable classes)
-
+def _run_config(model_path):
+    """The ``train_config.json`` beside a run's model (``{}`` when there is none)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "train_config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file {path} does not exist.")
-    if not path.endswith(".keras"):
-        raise CliError(f"{path} is not a .keras file.")
-    return keras.saving.load_model(path, compile=False)
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def cmd_evaluate(args):
-    from keras_pyramids.data import load_dataset
-    from keras_pyramids.evaluation import evaluate_detector
-    from keras_pyramids.training.strategy import default_jit_compile
-    from keras_pyramids.visualize import save_detections_png
-
     start = time.time()
     if bool(args.model_path) == bool(args.model_path_flag):
         raise CliError("give the .keras model path once, as MODEL_PATH or --model-path.")
@@ -186,18 +172,14 @@ def cmd_evaluate(args):
     if args.png and os.path.exists(args.png):
         raise FileExistsError(f"{args.png} already exists; not overwriting it.")
     # Defaults from the run's train_config.json beside the model, when there is one.
-    run_config = {}
-    config_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), "train_config.json")
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            run_config = json.load(f)
+    run_config = _run_config(args.model_path)
     dataset = args.dataset or run_config.get("dataset", "shapes")
     split = args.split or run_config.get("eval_split", "validation")
     data_dir = args.data_dir or run_config.get("data_dir")
     dataset_kwargs = args.dataset_kwargs if args.dataset_kwargs is not None else (
         run_config.get("dataset_kwargs", {}) if dataset == run_config.get("dataset") else {})
 
-    model = load_saved_model(args.model_path)
+    model = load_model(args.model_path)
     data = load_dataset(dataset, split, data_dir=data_dir, **dataset_kwargs)
     if getattr(model, "num_classes", data.num_classes) != data.num_classes:
         raise CliError(f"The model predicts {model.num_classes} classes but {dataset}:{split} has "
@@ -221,11 +203,9 @@ def cmd_evaluate(args):
 # -- export ---------------------------------------------------------------------
 
 def cmd_export(args):
-    from keras_pyramids import export
-
     if os.path.exists(args.output):
         raise FileExistsError(f"{args.output} already exists; not overwriting it.")
-    model = load_saved_model(args.model_path)
+    model = load_model(args.model_path)
     if args.format == "saved_model":
         if args.quantize:
             raise CliError("--quantize applies to --format tflite only.")
@@ -240,98 +220,12 @@ def cmd_export(args):
 # -- list-models / report ---------------------------------------------------------
 
 def cmd_list_models(args):
-    from keras_pyramids import list_models
-
     for name in list_models():
         print(name)
     return 0
 
 
-def count_flops(model, image_size):
-    """Floating-point operations of one forward pass at batch 1, by TF's profiler.
-
-    The model's ``call`` (backbone, pyramid, head; no NMS) is traced as a
-    concrete function and profiled with
-    ``tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()``, which
-    counts a multiply-add as 2 FLOPs (e.g. Conv2D: ``2 * k_h * k_w * c_in *
-    c_out * h_out * w_out``) plus element-wise ops (bias, batch norm, ReLU6).
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    from keras_pyramids.image_size import to_hw
-
-    height, width = to_hw(image_size)
-    function = tf.function(lambda images: model(images, training=False))
-    concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32))
-    # Constants instead of variable reads, so the profiler sees every weight shape.
-    graph = convert_variables_to_constants_v2(concrete).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    # The v1 profiler logs a deprecation notice on every call; keep the report clean.
-    verbosity = tf.compat.v1.logging.get_verbosity()
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-    try:
-        info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
-                                             cmd="op", options=options)
-    finally:
-        tf.compat.v1.logging.set_verbosity(verbosity)
-    return int(info.total_float_ops)
-
-
-def model_report(name, image_size=None, **kwargs):
-    """Parameters, FLOPs, anchors and pyramid shapes of the model ``name`` at its default size."""
-    import inspect
-
-    from keras_pyramids import build_model
-    from keras_pyramids.registry import _REGISTRY
-
-    if image_size is not None:
-        kwargs["image_size"] = image_size
-    model = build_model(name, **kwargs)
-    size = getattr(model, "image_size", None)
-    if size is None:
-        default = inspect.signature(_REGISTRY[name]).parameters.get("image_size")
-        size = tuple(model.input_shape[1:3]) if None not in model.input_shape[1:3] else (
-            default.default if default is not None else 224)
-    size = tuple(size) if not isinstance(size, int) else (size, size)
-    report = {
-        "model": name,
-        "image_size": list(size),
-        "params": int(model.count_params()),
-        "flops": count_flops(model, size),
-    }
-    if hasattr(model, "anchors"):
-        report["anchors"] = int(len(model.anchors))
-    if hasattr(model, "feature_shapes"):
-        report["pyramid"] = [list(s) for s in model.feature_shapes]
-    if name in PAPER_FIGURES:
-        report["paper"] = PAPER_FIGURES[name]
-    return report
-
-
-def _format_report(report):
-    paper = report.get("paper")
-    lines = [f"{report['model']} at {report['image_size'][0]}x{report['image_size'][1]}:"]
-    line = f"  params {report['params'] / 1e6:.2f}M"
-    if paper:
-        line += f" (paper {paper['params'] / 1e6:.2f}M)"
-    line += f"   FLOPs {report['flops'] / 1e9:.2f}B"
-    if paper:
-        line += f" (paper {paper['flops'] / 1e9:.2f}B)"
-    lines.append(line + "   [FLOPs: TF profiler, 1 multiply-add = 2 FLOPs]")
-    if "anchors" in report:
-        lines.append(f"  anchors {report['anchors']}   pyramid "
-                     + " ".join(f"{h}x{w}" for h, w in report.get("pyramid", [])))
-    if paper:
-        lines.append(f"  paper: COCO mAP {paper['mAP']}, {paper['gpu_ms']} ms on a TITAN X GPU "
-                     f"({paper['source']})")
-    return "\n".join(lines)
-
-
 def cmd_report(args):
-    from keras_pyramids import build_model, list_models
-
     names = args.models or list_models()
     for name in names:
         if name not in list_models():
@@ -341,7 +235,7 @@ def cmd_report(args):
         report = model_report(name, image_size=args.image_size)
         reports.append(report)
         if not args.json:
-            print(_format_report(report), flush=True)
+            print(format_report(report), flush=True)
     if args.json:
         print(json.dumps(reports, indent=1))
     return 0

@@ -81,3 +81,12 @@ def test_report_counts_params_and_flops(capsys):
     assert 0.3e9 < report["flops"] < 0.6e9
     assert report["pyramid"][0] == [8, 8] and report["anchors"] > 0
     assert report["paper"]["flops"] == 2.35e9
+
+
+def test_registry_factory_defaults():
+    from keras_pyramids import registry
+
+    assert registry.factory_defaults("ppn_mobilenet")["image_size"] == 300
+    assert registry.factory_defaults("m2det_vgg512")["image_size"] == 512
+    with pytest.raises(ValueError, match="Unknown model name 'ppn_mobilnet'"):
+        registry.factory_defaults("ppn_mobilnet")

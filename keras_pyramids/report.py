@@ -1,0 +1,80 @@
+"""The model report: parameters, FLOPs, anchors and pyramid shapes next to the papers' figures."""
+
+from keras_pyramids.flops import count_flops
+from keras_pyramids.image_size import to_hw
+from keras_pyramids.registry import build_model, factory_defaults
+
+# Published figures to print next to ours: PPN paper Table 1 (COCO, MobileNet
+# v1, 300x300). The paper's FLOPs are 2x its multiply-adds (SSD MobileNet v1
+# has ~1.2G multiply-adds), i.e. the TF profiler's convention used here.
+PAPER_FIGURES = {
+    "ssd_mobilenet": {"flops": 2.48e9, "params": 6.83e6, "mAP": 20.0, "gpu_ms": 27,
+                      "source": "PPN paper Table 1"},
+    "ppn_mobilenet": {"flops": 2.35e9, "params": 2.18e6, "mAP": 19.7, "gpu_ms": 26,
+                      "source": "PPN paper Table 1"},
+}
+
+# Input side of a model whose factory has no image_size and whose input is unsized.
+_FALLBACK_SIZE = 224
+
+
+def _report_size(name, model):
+    """The input size the model is reported at: its own, its input's, or its factory's default."""
+    size = getattr(model, "image_size", None)
+    if size is None:
+        input_hw = model.input_shape[1:3]
+        size = tuple(input_hw) if None not in input_hw else \
+            (factory_defaults(name).get("image_size") or _FALLBACK_SIZE)
+    return to_hw(size)
+
+
+def model_report(name, image_size=None, **kwargs):
+    """Parameters, FLOPs, anchors and pyramid shapes of the registered model ``name``.
+
+    Args:
+        name: registered model name.
+        image_size: input size (int or ``(H, W)``); default the model's own.
+        **kwargs: other factory arguments.
+
+    Returns:
+        dict with ``model``, ``image_size`` ``[H, W]``, ``params``, ``flops``
+        (TF profiler, 1 multiply-add = 2 FLOPs), for detectors ``anchors`` and
+        ``pyramid`` (feature map shapes), and ``paper`` (published figures) when known.
+    """
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    model = build_model(name, **kwargs)
+    size = _report_size(name, model)
+    report = {
+        "model": name,
+        "image_size": list(size),
+        "params": int(model.count_params()),
+        "flops": count_flops(model, size),
+    }
+    if hasattr(model, "anchors"):
+        report["anchors"] = int(len(model.anchors))
+    if hasattr(model, "feature_shapes"):
+        report["pyramid"] = [list(s) for s in model.feature_shapes]
+    if name in PAPER_FIGURES:
+        report["paper"] = PAPER_FIGURES[name]
+    return report
+
+
+def format_report(report):
+    """The lines ``keras-pyramids report`` prints for one :func:`model_report`."""
+    paper = report.get("paper")
+    lines = [f"{report['model']} at {report['image_size'][0]}x{report['image_size'][1]}:"]
+    line = f"  params {report['params'] / 1e6:.2f}M"
+    if paper:
+        line += f" (paper {paper['params'] / 1e6:.2f}M)"
+    line += f"   FLOPs {report['flops'] / 1e9:.2f}B"
+    if paper:
+        line += f" (paper {paper['flops'] / 1e9:.2f}B)"
+    lines.append(line + "   [FLOPs: TF profiler, 1 multiply-add = 2 FLOPs]")
+    if "anchors" in report:
+        lines.append(f"  anchors {report['anchors']}   pyramid "
+                     + " ".join(f"{h}x{w}" for h, w in report.get("pyramid", [])))
+    if paper:
+        lines.append(f"  paper: COCO mAP {paper['mAP']}, {paper['gpu_ms']} ms on a TITAN X GPU "
+                     f"({paper['source']})")
+    return "\n".join(lines)
