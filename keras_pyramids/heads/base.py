@@ -1,9 +1,9 @@
-"""What every box predictor shares: the prior-probability bias and the output flattening."""
+"""What every box predictor shares: the output convs, the prior-probability bias, the output flattening."""
 
 import math
 
 import keras
-from keras import ops
+from keras import layers, ops
 
 
 def prior_bias_initializer(prior_probability):
@@ -36,3 +36,89 @@ def concat_levels(box_maps, class_maps, num_classes):
         "classes": ops.cast(
             ops.concatenate([flatten_level(c, num_classes) for c in class_maps], axis=1), "float32"),
     }
+
+
+def predictor_convs(
+    num_anchors,
+    num_classes,
+    kernel_size,
+    class_prior_probability,
+    kernel_initializer=None,
+    suffix="",
+):
+    """The two output convs of a box predictor: ``A * 4`` box codes and ``A * C`` class logits.
+
+    Channel ``a * k + i`` of a ``k``-channel output is code ``i`` of anchor
+    ``a`` at that location (what :func:`flatten_level` assumes). The class conv
+    starts at ``class_prior_probability`` (:func:`prior_bias_initializer`).
+
+    Args:
+        kernel_initializer: a callable returning a *new* initializer for each
+            conv (an unseeded Keras initializer object reused gives identical
+            weights), or ``None`` for Keras' default.
+        suffix: appended to the layer names ``box_encodings`` and
+            ``class_predictions``.
+    """
+    def kernel():
+        return kernel_initializer() if kernel_initializer is not None else "glorot_uniform"
+
+    box_conv = layers.Conv2D(
+        num_anchors * 4, kernel_size, padding="same", kernel_initializer=kernel(),
+        name=f"box_encodings{suffix}",
+    )
+    class_conv = layers.Conv2D(
+        num_anchors * num_classes,
+        kernel_size,
+        padding="same",
+        kernel_initializer=kernel(),
+        bias_initializer=prior_bias_initializer(class_prior_probability),
+        name=f"class_predictions{suffix}",
+    )
+    return box_conv, class_conv
+
+
+class LevelSharedPredictor(keras.layers.Layer):
+    """Base of the box predictors whose weights serve every pyramid level (PPN, RetinaNet).
+
+    Holds the settings they share (``num_classes``, ``num_anchors`` per
+    location, tower ``depth``, ``class_prior_probability``). Subclasses
+    implement ``predict_level(x, level, training)`` -> ``(box map
+    [B, h, w, A * 4], class map [B, h, w, A * C])``; this class checks that all
+    levels have one depth and concatenates the levels' predictions with
+    :func:`concat_levels`.
+    """
+
+    def __init__(self, num_classes, num_anchors, depth, class_prior_probability=0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_anchors = int(num_anchors)
+        self.depth = int(depth)
+        self.class_prior_probability = float(class_prior_probability)
+
+    @staticmethod
+    def level_depth(input_shape):
+        """The one channel count of all input levels; ``ValueError`` if they differ."""
+        channels = {shape[-1] for shape in input_shape}
+        if len(channels) != 1:
+            raise ValueError(
+                f"A weight-shared predictor needs the same depth on every level; got {sorted(channels)}."
+            )
+        return channels.pop()
+
+    def call(self, features, training=None):
+        box_maps, class_maps = [], []
+        for level, x in enumerate(features):
+            boxes, classes = self.predict_level(x, level, training)
+            box_maps.append(boxes)
+            class_maps.append(classes)
+        return concat_levels(box_maps, class_maps, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            num_anchors=self.num_anchors,
+            depth=self.depth,
+            class_prior_probability=self.class_prior_probability,
+        )
+        return config

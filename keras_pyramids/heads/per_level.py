@@ -1,9 +1,8 @@
 """SSD's box predictor: a separate classifier and regressor on every level."""
 
 import keras
-from keras import layers
 
-from keras_pyramids.heads.base import concat_levels, prior_bias_initializer
+from keras_pyramids.heads.base import concat_levels, predictor_convs
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
@@ -33,21 +32,12 @@ class PerLevelBoxPredictor(keras.layers.Layer):
         self.num_anchors = [int(a) for a in num_anchors]
         self.kernel_size = kernel_size
         self.class_prior_probability = float(class_prior_probability)
-        bias_init = prior_bias_initializer(self.class_prior_probability)
-        self.box_convs = [
-            layers.Conv2D(a * 4, kernel_size, padding="same", name=f"box_encodings_{i}")
+        convs = [
+            predictor_convs(a, self.num_classes, kernel_size, self.class_prior_probability, suffix=f"_{i}")
             for i, a in enumerate(self.num_anchors)
         ]
-        self.class_convs = [
-            layers.Conv2D(
-                a * self.num_classes,
-                kernel_size,
-                padding="same",
-                bias_initializer=bias_init,
-                name=f"class_predictions_{i}",
-            )
-            for i, a in enumerate(self.num_anchors)
-        ]
+        self.box_convs = [box for box, _ in convs]
+        self.class_convs = [cls for _, cls in convs]
 
     def build(self, input_shape):
         if len(input_shape) != len(self.num_anchors):

@@ -4,11 +4,11 @@ import keras
 from keras import layers
 
 from keras_pyramids.blocks import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
-from keras_pyramids.heads.base import concat_levels, prior_bias_initializer
+from keras_pyramids.heads.base import LevelSharedPredictor, predictor_convs
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
-class WeightSharedBoxPredictor(keras.layers.Layer):
+class WeightSharedBoxPredictor(LevelSharedPredictor):
     """One box predictor applied to every pyramid level.
 
     PPN paper section 2.1 ("Shared Box Predictor") and section 3: "A shared
@@ -43,13 +43,9 @@ class WeightSharedBoxPredictor(keras.layers.Layer):
         activation="relu6",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.num_anchors = int(num_anchors)
-        self.depth = int(depth)
+        super().__init__(num_classes, num_anchors, depth, class_prior_probability, **kwargs)
         self.num_layers_before_predictor = int(num_layers_before_predictor)
         self.kernel_size = kernel_size
-        self.class_prior_probability = float(class_prior_probability)
         self.activation = activation
         self.tower = [
             layers.Conv2D(depth, kernel_size, padding="same", use_bias=False, name=f"tower_conv_{i}")
@@ -57,23 +53,12 @@ class WeightSharedBoxPredictor(keras.layers.Layer):
         ]
         self.act = layers.ReLU(6.0) if activation == "relu6" else layers.Activation(activation)
         self.tower_norms = []  # [layer][level], created in build() once L is known
-        self.box_conv = layers.Conv2D(
-            self.num_anchors * 4, kernel_size, padding="same", name="box_encodings"
-        )
-        self.class_conv = layers.Conv2D(
-            self.num_anchors * self.num_classes,
-            kernel_size,
-            padding="same",
-            bias_initializer=prior_bias_initializer(self.class_prior_probability),
-            name="class_predictions",
+        self.box_conv, self.class_conv = predictor_convs(
+            self.num_anchors, self.num_classes, kernel_size, self.class_prior_probability
         )
 
     def build(self, input_shape):
-        channels = {shape[-1] for shape in input_shape}
-        if len(channels) != 1:
-            raise ValueError(
-                f"A weight-shared predictor needs the same depth on every level; got {sorted(channels)}."
-            )
+        self.level_depth(input_shape)
         shape = tuple(input_shape[0])
         for i, conv in enumerate(self.tower):
             conv.build(shape)
@@ -90,24 +75,16 @@ class WeightSharedBoxPredictor(keras.layers.Layer):
         self.box_conv.build(shape)
         self.class_conv.build(shape)
 
-    def call(self, features, training=None):
-        box_maps, class_maps = [], []
-        for level, x in enumerate(features):
-            for conv, norms in zip(self.tower, self.tower_norms):
-                x = self.act(norms[level](conv(x), training=training))
-            box_maps.append(self.box_conv(x))
-            class_maps.append(self.class_conv(x))
-        return concat_levels(box_maps, class_maps, self.num_classes)
+    def predict_level(self, x, level, training=None):
+        for conv, norms in zip(self.tower, self.tower_norms):
+            x = self.act(norms[level](conv(x), training=training))
+        return self.box_conv(x), self.class_conv(x)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_classes=self.num_classes,
-            num_anchors=self.num_anchors,
-            depth=self.depth,
             num_layers_before_predictor=self.num_layers_before_predictor,
             kernel_size=self.kernel_size,
-            class_prior_probability=self.class_prior_probability,
             activation=self.activation,
         )
         return config

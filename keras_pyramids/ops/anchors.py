@@ -128,3 +128,111 @@ def ssd_anchors(feature_shapes, image_shape, config=AnchorConfig()):
         )
         all_anchors.append(boxes.reshape(-1, 4))
     return np.concatenate(all_anchors, axis=0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FPNAnchorConfig:
+    """Settings of :func:`fpn_anchors`, the RetinaNet / FPN anchor rule.
+
+    Focal loss paper section 4 "Anchors": on pyramid levels P3-P7 anchors have
+    areas 32^2 to 512^2, three aspect ratios {1:2, 1:1, 2:1} and, "for denser
+    scale coverage", sizes {2^0, 2^(1/3), 2^(2/3)} of the base: 9 anchors per
+    location. On level ``l`` (stride ``2^l``) the base side is
+    ``anchor_size * 2^l`` (32 on P3 with ``anchor_size`` 4), as in the Model
+    Garden's ``Anchor``.
+
+    Attributes:
+        min_level, max_level: the pyramid levels, finest first.
+        num_scales: octave scales per level, ``2^(k / num_scales)``.
+        aspect_ratios: width / height of the anchors (the convention of
+            :class:`AnchorConfig` and the Model Garden; detectron2 and KerasHub
+            use height / width, which for the symmetric (0.5, 1, 2) gives the
+            same anchors in another order).
+        anchor_size: base anchor side in strides.
+    """
+
+    min_level: int = 3
+    max_level: int = 7
+    num_scales: int = 3
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)
+    anchor_size: float = 4.0
+
+    def __post_init__(self):
+        if self.min_level > self.max_level:
+            raise ValueError(f"min_level {self.min_level} is above max_level {self.max_level}.")
+        if self.num_scales < 1 or not self.aspect_ratios:
+            raise ValueError("FPNAnchorConfig needs num_scales >= 1 and at least one aspect ratio.")
+        if min(self.aspect_ratios) <= 0 or self.anchor_size <= 0:
+            raise ValueError("FPNAnchorConfig's aspect ratios and anchor_size must be positive.")
+
+    @property
+    def anchors_per_location(self):
+        """``A = num_scales * len(aspect_ratios)``, the same on every level."""
+        return self.num_scales * len(self.aspect_ratios)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config):
+        config = dict(config)
+        config["aspect_ratios"] = tuple(config.get("aspect_ratios", cls.aspect_ratios))
+        return cls(**config)
+
+
+def fpn_anchors(feature_shapes, image_size, config=FPNAnchorConfig()):
+    """All anchors of an FPN pyramid, level by level, row-major, anchors innermost.
+
+    At cell ``(i, j)`` of level ``l`` (stride ``s = 2^l``) the anchors are
+    centred at pixel ``((i + 0.5) s, (j + 0.5) s)``, the centre of the image
+    patch the cell sees (the Model Garden's rule; detectron2's RetinaNet puts
+    them at the patch's top-left corner, ``OFFSET = 0.0``). The ``A`` anchors
+    of one location are ordered scale-major: for ``k`` in
+    ``0..num_scales - 1``, for each aspect ratio ``r`` (width / height), an
+    anchor of side ``anchor_size * s * 2^(k / num_scales)``, height
+    ``side / sqrt(r)``, width ``side * sqrt(r)``. That is also the order of the
+    ``A`` groups of channels of a head's outputs
+    (:func:`keras_pyramids.heads.base.flatten_level`).
+
+    Args:
+        feature_shapes: ``[(h, w), ...]`` of levels ``min_level..max_level``;
+            level ``l`` must be ``ceil(H / 2^l) x ceil(W / 2^l)`` (what
+            SAME-padded stride-2 layers give).
+        image_size: ``(H, W)`` of the input image in pixels.
+        config: :class:`FPNAnchorConfig`.
+
+    Returns:
+        float32 array ``[sum_l h_l * w_l * A, 4]`` of
+        ``[ymin, xmin, ymax, xmax]`` normalised by ``(H, W)`` (not clipped).
+    """
+    image_h, image_w = image_size
+    levels = range(config.min_level, config.max_level + 1)
+    if len(feature_shapes) != len(levels):
+        raise ValueError(
+            f"fpn_anchors got {len(feature_shapes)} feature maps for levels "
+            f"{config.min_level}..{config.max_level} ({len(levels)} levels)."
+        )
+    side_factors = config.anchor_size * 2.0 ** (np.arange(config.num_scales) / config.num_scales)
+    ratios = np.sqrt(np.asarray(config.aspect_ratios, np.float64))
+    half_heights = (side_factors[:, None] / ratios[None, :]).reshape(-1) / 2
+    half_widths = (side_factors[:, None] * ratios[None, :]).reshape(-1) / 2
+    all_anchors = []
+    for level, (h, w) in zip(levels, feature_shapes):
+        stride = 2**level
+        expected = (-(-image_h // stride), -(-image_w // stride))
+        if (h, w) != expected:
+            raise ValueError(
+                f"fpn_anchors: the level-{level} map is {h}x{w}, but a {image_h}x{image_w} image at "
+                f"stride {stride} gives {expected[0]}x{expected[1]}."
+            )
+        cy, cx = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
+        cy, cx = cy[:, :, None], cx[:, :, None]
+        dy, dx = half_heights * stride, half_widths * stride
+        boxes = np.stack(
+            np.broadcast_arrays(
+                (cy - dy) / image_h, (cx - dx) / image_w, (cy + dy) / image_h, (cx + dx) / image_w
+            ),
+            axis=-1,
+        )
+        all_anchors.append(boxes.reshape(-1, 4))
+    return np.concatenate(all_anchors, axis=0).astype(np.float32)
