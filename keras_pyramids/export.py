@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from keras_pyramids.data.pipeline import resize_image
+from keras_pyramids.ops.postprocess import DetectionPostProcessor
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
@@ -175,51 +176,31 @@ def decode_in_graph(model, images):
 
     Returns:
         dict ``boxes [B, N, 4]`` float32 normalised ``[ymin, xmin, ymax, xmax]``
-        (clipped to ``[0, 1]``) and ``scores [B, N, C]`` float32 (sigmoid of the
-        class logits), ``N = model.num_anchors``; exactly what the model's
-        post-processor feeds to its NMS.
+        (clipped to ``[0, 1]``) and ``scores [B, N, C]`` float32, ``N`` the
+        model's candidates; exactly what ``model.decode`` hands to its
+        post-processor's NMS.
     """
     images = tf.ensure_shape(images, [None, None, None, 3])
     resized = tf.ensure_shape(resize_image(images, model.image_size), [None, *model.image_size, 3])
-    raw = model(resized, training=False)
-    anchors = tf.convert_to_tensor(model.anchors)
-    postprocessor = model.postprocessor
-    return {
-        "boxes": tf.cast(postprocessor.decode(raw["boxes"], anchors), tf.float32),
-        "scores": tf.sigmoid(tf.cast(raw["classes"], tf.float32)),
-    }
+    decoded = model.decode(model(resized, training=False))
+    return {"boxes": tf.cast(decoded["boxes"], tf.float32), "scores": tf.cast(decoded["scores"], tf.float32)}
 
 
-def nms_in_pixels(postprocessor_config, boxes, scores, original_sizes):
+def nms_in_pixels(settings, boxes, scores, original_sizes):
     """Runs the model's NMS on decoded boxes and scales the result to pixels.
 
     Args:
-        postprocessor_config: ``DetectionPostProcessor.get_config()`` of the model.
+        settings: what :func:`export_tflite` saves beside the file:
+            ``{"postprocessor": DetectionPostProcessor config, "level_sizes": [...]}``.
         boxes: ``[B, N, 4]`` normalised decoded boxes; scores: ``[B, N, C]``.
         original_sizes: ``[B, 2]`` ``(height, width)`` of the original images.
 
     Returns:
         the detection dict of the module docstring (numpy arrays).
     """
-    from keras_pyramids.ops.postprocess import DetectionPostProcessor
-
-    postprocessor = DetectionPostProcessor.from_config(postprocessor_config)
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    scores = tf.convert_to_tensor(scores, tf.float32)
-    # The same NMS op and settings as DetectionPostProcessor.call after its decode.
-    if postprocessor.nms == "hard":
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], scores,
-            max_output_size_per_class=postprocessor.max_detections_per_class,
-            max_total_size=postprocessor.max_detections,
-            iou_threshold=postprocessor.iou_threshold,
-            score_threshold=postprocessor.score_threshold,
-            pad_per_class=False, clip_boxes=False,
-        )
-        detections = {"boxes": nmsed.nmsed_boxes, "scores": nmsed.nmsed_scores,
-                      "classes": nmsed.nmsed_classes, "num_detections": nmsed.valid_detections}
-    else:
-        detections = postprocessor._soft_nms(boxes, scores)
+    postprocessor = DetectionPostProcessor.from_config(settings["postprocessor"])
+    detections = postprocessor(tf.convert_to_tensor(boxes, tf.float32), tf.convert_to_tensor(scores, tf.float32),
+                               level_sizes=settings.get("level_sizes"))
     scale = tf.tile(tf.cast(original_sizes, tf.float32), [1, 2])[:, None, :]
     return {
         "boxes": (tf.cast(detections["boxes"], tf.float32) * scale).numpy(),
@@ -277,7 +258,7 @@ def export_tflite(model, path, quantize=None, overwrite=False):
     with open(path, "wb") as f:
         f.write(flatbuffer)
     with open(path + ".json", "w") as f:
-        json.dump({"postprocessor": model.postprocessor.get_config(),
+        json.dump({"postprocessor": model.postprocessor.get_config(), "level_sizes": model.level_sizes,
                    "image_size": list(model.image_size), "num_classes": model.num_classes,
                    "quantize": quantize}, f, indent=1)
     return path
@@ -311,4 +292,4 @@ def run_tflite(path, images):
     interpreter = tf.lite.Interpreter(model_path=path)
     outputs = interpreter.get_signature_runner(SIGNATURE_IMAGES)(images=images)
     sizes = np.tile(np.asarray(images.shape[1:3], np.float32), (images.shape[0], 1))
-    return nms_in_pixels(settings["postprocessor"], outputs["boxes"], outputs["scores"], sizes)
+    return nms_in_pixels(settings, outputs["boxes"], outputs["scores"], sizes)

@@ -36,8 +36,8 @@ def parse_args(argv=None):
                         help="comma-separated; the paper's 180,224 scaled to 64")
     parser.add_argument("--test-sizes", type=_parse_sizes, default=(52, 64, 80))
     parser.add_argument("--depth-multiplier", type=float, default=0.5)
-    parser.add_argument("--endpoint", default="Conv2d_5_pointwise",
-                        help="stride 8: an 8x8 map at 64 px; deeper endpoints train slowly from scratch")
+    parser.add_argument("--backbone-level", default="C3",
+                        help="backbone level (C3: stride 8, an 8x8 map at 64 px; deeper levels train slowly from scratch)")
     parser.add_argument("--levels", type=_parse_sizes, default=(4, 2, 1))
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--bn-momentum", type=float, default=0.9)
@@ -51,7 +51,7 @@ def build(args):
         "spp_mobilenet",
         num_classes=NUM_CLASSES,
         depth_multiplier=args.depth_multiplier,
-        endpoint=args.endpoint,
+        level=args.backbone_level,
         levels=args.levels,
         dropout=0.2,
     )
@@ -108,7 +108,7 @@ def print_table(rows, args):
     print(
         f"\nheld-out: {args.num_test} images, single view per size; multi-view = mean softmax "
         f"over sizes {args.test_sizes} x (plain, flipped). "
-        f"spp_mobilenet depth_multiplier={args.depth_multiplier}, {args.endpoint}, "
+        f"spp_mobilenet depth_multiplier={args.depth_multiplier}, {args.backbone_level}, "
         f"levels={args.levels}, {args.num_train} training images, seed {args.seed}."
     )
 

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from keras_pyramids.ops.anchors import ssd_anchors
 from keras_pyramids.data import load_dataset, make_detection_pipeline
-from keras_pyramids.ops.target_assigner import TargetAssigner
+from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 
 
 def _check_examples(data, num_classes):
@@ -32,7 +32,7 @@ def test_voc_2007_from_mock(tmp_path):
         assert [int(e["image_id"]) for e in examples] == [1, 2, 3, 4]
         # The converted examples feed the training pipeline.
         anchors = ssd_anchors([(4, 4), (2, 2), (1, 1)], (64, 64))
-        pipeline = make_detection_pipeline(data, TargetAssigner(anchors), 64, 2, training=True, seed=0)
+        pipeline = make_detection_pipeline(data, AnchorLabelEncoder().bind(anchors), 64, 2, training=True, seed=0)
         images, targets = next(iter(pipeline))
         assert images.shape == (2, 64, 64, 3) and targets["classes"].shape == (2, len(anchors))
     assert not (tmp_path / "voc").exists()  # nothing was downloaded or written

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pyramids as kp
+from keras_pyramids.models.single_shot import SingleShotDetector
 
 PPN_PAPER_PARAMS = 2.18e6  # PPN paper Table 1
 SSD_PAPER_PARAMS = 6.83e6
@@ -107,7 +108,9 @@ def test_save_load_round_trip_is_exact(tmp_path, name):
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])
     np.testing.assert_array_equal(loaded.anchors, model.anchors)
-    assert type(loaded).__name__ == "Detector" and loaded.num_classes == 4
+    assert type(loaded) is SingleShotDetector and loaded.num_classes == 4
+    assert loaded.anchor_generator == model.anchor_generator
+    assert loaded.label_encoder.get_config() == model.label_encoder.get_config()
 
 
 def _square_images(assigner, count, size, rng):

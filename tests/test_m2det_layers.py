@@ -123,7 +123,7 @@ def small_mlfpn(**kwargs):
 
 
 def endpoints_inputs():
-    return {"conv4_3": keras.Input((40, 40, 6), name="conv4_3"), "fc7": keras.Input((20, 20, 10), name="fc7")}
+    return {"C3": keras.Input((40, 40, 6), name="C3"), "C4": keras.Input((20, 20, 10), name="C4")}
 
 
 def test_mlfpn_shapes_and_sharing():
@@ -140,16 +140,16 @@ def test_mlfpn_shapes_and_sharing():
     assert [o.shape[-1] for o in outs] == [24] * 6
     assert tuple(reference.tums[1].encoder[0].conv.kernel.shape) == (3, 3, 12, 8)
     assert tuple(reference.tums[0].encoder[0].conv.kernel.shape) == (3, 3, 8, 8)
-    with pytest.raises(ValueError, match="endpoints"):
-        small_mlfpn()({"C3": keras.Input((40, 40, 6)), "C4": keras.Input((20, 20, 10))})
+    with pytest.raises(ValueError, match="backbone maps"):
+        small_mlfpn()({"conv4_3": keras.Input((40, 40, 6)), "fc7": keras.Input((20, 20, 10))})
 
 
 def test_mlfpn_keras_round_trip(tmp_path):
     inputs = endpoints_inputs()
     model = keras.Model(inputs, small_mlfpn(share_attention=True, last_encoder_stride=1)(inputs))
     data = {
-        "conv4_3": np.random.rand(2, 40, 40, 6).astype(np.float32),
-        "fc7": np.random.rand(2, 20, 20, 10).astype(np.float32),
+        "C3": np.random.rand(2, 40, 40, 6).astype(np.float32),
+        "C4": np.random.rand(2, 20, 20, 10).astype(np.float32),
     }
     expected = model.predict(data, verbose=0)
     path = tmp_path / "mlfpn.keras"

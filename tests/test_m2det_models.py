@@ -61,7 +61,7 @@ def test_factory_defaults_and_options(small_model):
     assert {"m2det_vgg320", "m2det_vgg512", "m2det_vgg800", "m2det_resnet101_320"} <= set(kp.list_models())
     model = small_model
     assert model.image_size == (160, 160)
-    pyramid = model.pyramid.get_config()
+    pyramid = model.neck.get_config()
     assert (pyramid["num_levels"], pyramid["tum_channels"], pyramid["tum_out_channels"]) == (2, 32, 16)
     assert pyramid["use_sfam"] and not pyramid["share_ffm2"]
     post = model.postprocessor.get_config()
@@ -96,8 +96,8 @@ def test_resnet101_backbone_endpoints():
 
 def test_vgg_reduced_layout_and_params():
     net = vgg16_reduced((320, 320, 3))
-    assert tuple(net.output["conv4_3"].shape[1:]) == (40, 40, 512)
-    assert tuple(net.output["fc7"].shape[1:]) == (20, 20, 1024)
+    assert tuple(net.output["C3"].shape[1:]) == (40, 40, 512)
+    assert tuple(net.output["C4"].shape[1:]) == (20, 20, 1024)
     # VGG-16 convs (14.71M) + fc6 3x3x512x1024 dilated + fc7 1x1x1024x1024.
     assert net.count_params() == 14_714_688 + (9 * 512 * 1024 + 1024) + (1024 * 1024 + 1024)
     assert net.get_layer("fc6").dilation_rate == (6, 6)
@@ -172,4 +172,4 @@ def test_small_m2det_keras_round_trip(small_model, tmp_path):
     for key in ("boxes", "classes"):
         np.testing.assert_allclose(np.asarray(got[key]), np.asarray(expected[key]), rtol=1e-4, atol=1e-5)
     assert loaded.postprocessor.get_config()["nms"] == "soft_linear"
-    assert loaded.pyramid.get_config() == model.pyramid.get_config()
+    assert loaded.neck.get_config() == model.neck.get_config()

@@ -3,7 +3,7 @@ import pytest
 
 from keras_pyramids.ops import box_coder
 from keras_pyramids.ops.matcher import BACKGROUND, IGNORE, argmax_match
-from keras_pyramids.ops.target_assigner import TargetAssigner
+from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 
 
 def test_thresholds_hand_worked():
@@ -38,7 +38,7 @@ def test_bad_thresholds():
 def test_target_assigner_encodes_matched_boxes():
     anchors = np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0.5, 0.5, 1]], np.float32)
     boxes = np.array([[0.05, 0.0, 0.5, 0.45]], np.float32)
-    targets = TargetAssigner(anchors)(boxes, np.array([4]))
+    targets = AnchorLabelEncoder().bind(anchors)(boxes, np.array([4]))
     np.testing.assert_array_equal(targets["classes"].numpy(), [4, BACKGROUND, BACKGROUND])
     np.testing.assert_allclose(targets["boxes"].numpy()[1:], 0.0)
     decoded = np.asarray(box_coder.decode(targets["boxes"], anchors))

@@ -13,7 +13,7 @@ from keras_pyramids.data import (
     make_inference_pipeline,
 )
 from keras_pyramids.data.dataset import example_signature
-from keras_pyramids.ops.target_assigner import TargetAssigner
+from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 
 ANCHORS = ssd_anchors([(8, 8), (4, 4), (2, 2), (1, 1)], (128, 128))
 
@@ -45,7 +45,7 @@ BOXES = [
 
 def test_training_batches_have_static_shapes():
     data = load_dataset("shapes", "train", num_examples=20, image_size=96)
-    assigner = TargetAssigner(ANCHORS)
+    assigner = AnchorLabelEncoder().bind(ANCHORS)
     pipeline = make_detection_pipeline(data, assigner, 128, batch_size=8, training=True, seed=1)
     images_spec, targets_spec = pipeline.element_spec
     n = len(ANCHORS)
@@ -62,7 +62,7 @@ def test_training_batches_have_static_shapes():
 
 def test_zero_box_images_give_background_targets():
     pipeline = make_detection_pipeline(
-        _dataset([[], []]), TargetAssigner(ANCHORS), (64, 48), batch_size=2, training=False
+        _dataset([[], []]), AnchorLabelEncoder().bind(ANCHORS), (64, 48), batch_size=2, training=False
     )
     ((images, targets),) = list(pipeline)
     assert images.shape == (2, 64, 48, 3)
@@ -72,7 +72,7 @@ def test_zero_box_images_give_background_targets():
 
 def test_positive_targets_decode_to_ground_truth():
     pipeline = make_detection_pipeline(
-        _dataset(BOXES), TargetAssigner(ANCHORS), 128, batch_size=2, training=False
+        _dataset(BOXES), AnchorLabelEncoder().bind(ANCHORS), 128, batch_size=2, training=False
     )
     batches = list(pipeline)
     assert [b[0].shape[0] for b in batches] == [2, 2, 1]  # evaluation keeps the remainder
@@ -95,7 +95,7 @@ def test_positive_targets_decode_to_ground_truth():
 def test_augmented_targets_stay_valid():
     data = _dataset(BOXES * 4)
     pipeline = make_detection_pipeline(
-        data, TargetAssigner(ANCHORS), 128, batch_size=4, training=True, shuffle_buffer=20, seed=3
+        data, AnchorLabelEncoder().bind(ANCHORS), 128, batch_size=4, training=True, shuffle_buffer=20, seed=3
     )
     for _ in range(2):
         for images, targets in pipeline:

@@ -9,9 +9,13 @@ LOGIT_08 = np.log(0.8 / 0.2)
 LOGIT_07 = np.log(0.7 / 0.3)
 
 
+def sigmoid(logits):
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float32)))
+
+
 def run(logits, **kwargs):
     layer = DetectionPostProcessor(max_detections=5, **kwargs)
-    out = layer(np.zeros((1, 3, 4), np.float32), np.asarray(logits, np.float32)[None], ANCHORS)
+    out = layer(ANCHORS[None], sigmoid(logits)[None])
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -32,11 +36,23 @@ def test_nms_is_per_class_and_respects_score_threshold():
     np.testing.assert_array_equal(out["classes"][0, :2], [1, 0])
 
 
-def test_boxes_are_clipped_and_config_round_trips():
-    layer = DetectionPostProcessor(score_threshold=0.5, max_detections=2)
-    codes = np.array([[[0, 0, 20, 20]]], np.float32)  # grows the box far past the image
-    out = layer(codes, np.array([[[5.0]]], np.float32), np.array([[0.4, 0.4, 0.6, 0.6]], np.float32))
-    np.testing.assert_allclose(np.asarray(out["boxes"])[0, 0], [0, 0, 1, 1])
+def test_config_round_trips_and_bad_settings():
+    layer = DetectionPostProcessor(score_threshold=0.5, max_detections=2, pre_nms_top_k_per_level=7)
     assert DetectionPostProcessor.from_config(layer.get_config()).get_config() == layer.get_config()
     with pytest.raises(ValueError, match="iou_threshold"):
         DetectionPostProcessor(iou_threshold=1.5)
+    with pytest.raises(ValueError, match="pre_nms_top_k_per_level"):
+        DetectionPostProcessor(pre_nms_top_k_per_level=0)
+
+
+def test_top_k_per_level_keeps_each_levels_best_anchors():
+    # Level 0: anchors 0-3, level 1: anchors 4-5. Disjoint boxes, one class.
+    boxes = np.array([[i / 6, 0, (i + 0.9) / 6, 1] for i in range(6)], np.float32)[None]
+    scores = np.array([0.9, 0.2, 0.8, 0.3, 0.1, 0.15], np.float32)[None, :, None]
+    layer = DetectionPostProcessor(score_threshold=0.05, max_detections=6, pre_nms_top_k_per_level=2)
+    out = {k: np.asarray(v) for k, v in layer(boxes, scores, level_sizes=[4, 2]).items()}
+    # Level 0 keeps 0.9 and 0.8 (not 0.3, which beats all of level 1); level 1 keeps both.
+    assert out["num_detections"][0] == 4
+    np.testing.assert_allclose(out["scores"][0, :4], [0.9, 0.8, 0.15, 0.1], rtol=1e-6)
+    with pytest.raises(ValueError, match="level_sizes"):
+        layer(boxes, scores, level_sizes=[4, 1])

@@ -83,7 +83,7 @@ def post(nms, score_threshold, **kwargs):
         nms=nms, score_threshold=score_threshold, iou_threshold=0.45, max_detections=5, **kwargs
     )
     logits = np.array([[[logit(0.8), -20], [logit(0.9), -20], [-20, logit(0.7)]]], np.float32)
-    out = layer(np.zeros((1, 3, 4), np.float32), logits, ANCHORS)
+    out = layer(ANCHORS[None], 1.0 / (1.0 + np.exp(-logits)))
     return layer, {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -120,8 +120,8 @@ def test_postprocessor_hard_is_default_and_bad_nms():
 
 def test_postprocessor_soft_in_graph_mode():
     layer = DetectionPostProcessor(nms="soft_linear", score_threshold=0.05, max_detections=4)
-    codes = keras.Input((3, 4), batch_size=2)
-    logits = keras.Input((3, 2), batch_size=2)
-    model = keras.Model([codes, logits], layer(codes, logits, ANCHORS))
-    out = model.predict([np.zeros((2, 3, 4), np.float32), np.full((2, 3, 2), logit(0.5), np.float32)], verbose=0)
+    boxes = keras.Input((3, 4), batch_size=2)
+    scores = keras.Input((3, 2), batch_size=2)
+    model = keras.Model([boxes, scores], layer(boxes, scores))
+    out = model.predict([np.broadcast_to(ANCHORS, (2, 3, 4)), np.full((2, 3, 2), 0.5, np.float32)], verbose=0)
     assert out["boxes"].shape == (2, 4, 4) and out["num_detections"].tolist() == [4, 4]

@@ -149,7 +149,7 @@ def test_multisize_training_end_to_end_loss_falls():
     train, test = train.cache(), test.cache()
     model = kp.build_model(
         "spp_mobilenet", num_classes=NUM_CLASSES, depth_multiplier=0.5,
-        endpoint="Conv2d_5_pointwise", dropout=0.0,
+        level="C3", dropout=0.0,
     )
     for layer in model.get_layer("mobilenet_v1").layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -40,6 +40,14 @@ _CONV_DEFS = (
 ENDPOINTS = tuple(
     "Conv2d_0" if i == 0 else f"Conv2d_{i}_pointwise" for i in range(len(_CONV_DEFS))
 )
+# The backbone contract's level keys (``C<k>``: stride 2^k): the last slim layer at each stride.
+LEVELS = {
+    "C1": "Conv2d_1_pointwise",
+    "C2": "Conv2d_3_pointwise",
+    "C3": "Conv2d_5_pointwise",
+    "C4": "Conv2d_11_pointwise",
+    "C5": "Conv2d_13_pointwise",
+}
 
 
 
@@ -76,14 +84,13 @@ def conv_bn_relu6(x, filters, kernel_size, strides, name, depthwise=False):
 
 def mobilenet_v1(
     input_shape=(300, 300, 3),
+    outputs=("C5",),
     depth_multiplier=1.0,
     min_depth=16,
-    final_endpoint="Conv2d_13_pointwise",
-    outputs=None,
     weights=None,
     name="mobilenet_v1",
 ):
-    """Builds MobileNet v1 (slim layout, SAME padding) returning named endpoints.
+    """Builds MobileNet v1 (slim layout, SAME padding) returning maps keyed by level.
 
     The model takes float images in ``[0, 255]`` (``[B, H, W, 3]``) and scales
     them to ``[-1, 1]`` itself, as the ImageNet checkpoint expects.
@@ -93,25 +100,22 @@ def mobilenet_v1(
         depth_multiplier: width multiplier alpha of the paper; every depth is
             ``max(int(depth * depth_multiplier), min_depth)``.
         min_depth: smallest allowed depth (slim's ``min_depth``).
-        final_endpoint: last layer built, e.g. ``"Conv2d_11_pointwise"`` for PPN.
-        outputs: endpoint names returned (default: only ``final_endpoint``).
+        outputs: level keys returned, among ``C1``..``C5`` (:data:`LEVELS`: ``C4``
+            is slim's ``Conv2d_11_pointwise``, PPN's base map); layers past the
+            deepest one are not built.
         weights: ``None`` (random init) or ``"imagenet"`` (downloads the
             ``keras.applications.MobileNet`` weights, only when asked) or a path
             to a ``.weights.h5`` file of this network.
 
     Returns:
-        ``keras.Model`` mapping images to a dict ``{endpoint: [B, h, w, c]}``;
-        a 300x300 input gives a 19x19 ``Conv2d_11_pointwise`` map.
+        ``keras.Model`` mapping images to a dict ``{level: [B, h, w, c]}``;
+        a 300x300 input gives a 19x19 ``C4`` map.
     """
-    if final_endpoint not in ENDPOINTS:
-        raise ValueError(f"Unknown final_endpoint {final_endpoint!r}; known: {ENDPOINTS}.")
-    outputs = tuple(outputs or (final_endpoint,))
-    last = ENDPOINTS.index(final_endpoint)
-    for endpoint in outputs:
-        if endpoint not in ENDPOINTS or ENDPOINTS.index(endpoint) > last:
-            raise ValueError(
-                f"Endpoint {endpoint!r} is not built when final_endpoint={final_endpoint!r}."
-            )
+    outputs = tuple(outputs)
+    unknown = [key for key in outputs if key not in LEVELS]
+    if unknown or not outputs:
+        raise ValueError(f"Unknown MobileNet v1 level(s) {unknown or outputs}; known: {sorted(LEVELS)}.")
+    last = max(ENDPOINTS.index(LEVELS[key]) for key in outputs)
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"MobileNet v1 expects input_shape (H, W, 3); got {input_shape}.")
 
@@ -126,7 +130,7 @@ def mobilenet_v1(
             x = conv_bn_relu6(x, None, 3, stride, name=f"Conv2d_{i}_depthwise", depthwise=True)
             x = conv_bn_relu6(x, depth, 1, 1, name=ENDPOINTS[i])
         endpoints[ENDPOINTS[i]] = x
-    model = keras.Model(images, {k: endpoints[k] for k in outputs}, name=name)
+    model = keras.Model(images, {key: endpoints[LEVELS[key]] for key in outputs}, name=name)
     if weights == "imagenet":
         load_imagenet_weights(model, depth_multiplier)
     elif weights is not None:

@@ -19,8 +19,8 @@ from keras import layers, ops
 _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 # ImageNet channel means in BGR order (keras.applications.imagenet_utils "caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-ENDPOINTS = ("conv4_3", "fc7")
-ENDPOINT_STRIDES = {"conv4_3": 8, "fc7": 16}
+# The backbone contract's level keys (``C<k>``: stride 2^k): conv4_3 is at stride 8, fc7 at 16.
+LEVELS = {"C3": "conv4_3", "C4": "fc7"}
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
@@ -40,11 +40,13 @@ def _width(filters, width_multiplier):
     return max(int(round(filters * width_multiplier)), 8)
 
 
-def vgg16_reduced(input_shape=(320, 320, 3), width_multiplier=1.0, weights=None, name="vgg16_reduced"):
-    """Builds SSD's reduced VGG-16 returning ``{"conv4_3": [B, H/8, W/8, 512], "fc7": [B, H/16, W/16, 1024]}``.
+def vgg16_reduced(input_shape=(320, 320, 3), outputs=("C3", "C4"), width_multiplier=1.0, weights=None,
+                  name="vgg16_reduced"):
+    """Builds SSD's reduced VGG-16 returning ``{"C3": conv4_3 [B, H/8, W/8, 512], "C4": fc7 [B, H/16, W/16, 1024]}``.
 
     Args:
         input_shape: ``(H, W, 3)``; float RGB images in ``[0, 255]``.
+        outputs: level keys returned, among ``C3`` and ``C4``.
         width_multiplier: scales every layer's width (1.0 is VGG-16; small
             values make test-sized models). ImageNet weights need 1.0.
         weights: ``None`` (random init), ``"imagenet"`` (copies
@@ -53,6 +55,9 @@ def vgg16_reduced(input_shape=(320, 320, 3), width_multiplier=1.0, weights=None,
     """
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"VGG-16 expects input_shape (H, W, 3); got {input_shape}.")
+    unknown = [key for key in outputs if key not in LEVELS]
+    if unknown or not outputs:
+        raise ValueError(f"Unknown VGG-16 level(s) {unknown or outputs}; known: {sorted(LEVELS)}.")
     if weights == "imagenet" and width_multiplier != 1.0:
         raise ValueError(f"ImageNet weights exist only for width_multiplier 1.0; got {width_multiplier}.")
     images = keras.Input(shape=input_shape, name="images")
@@ -74,7 +79,7 @@ def vgg16_reduced(input_shape=(320, 320, 3), width_multiplier=1.0, weights=None,
     fc_width = _width(1024, width_multiplier)
     x = layers.Conv2D(fc_width, 3, dilation_rate=6, padding="same", activation="relu", name="fc6")(x)
     endpoints["fc7"] = layers.Conv2D(fc_width, 1, activation="relu", name="fc7")(x)
-    model = keras.Model(images, endpoints, name=name)
+    model = keras.Model(images, {key: endpoints[LEVELS[key]] for key in outputs}, name=name)
     if weights == "imagenet":
         load_imagenet_weights(model)
     elif weights is not None:

@@ -7,7 +7,7 @@ classification), 6 anchors per location over three aspect ratios, SSD scale
 ranges growing with the input size, a 0.05 score threshold and linear
 soft-NMS.
 
-Anchors (``AnchorConfig(scales=...)``): per-level scales are the public M2Det
+Anchors (``SSDAnchorGenerator(scales=...)``): per-level scales are the public M2Det
 configs' ``size_pattern`` (SSD's rule): level ``k`` has squares of scale
 ``s_k`` and ``sqrt(s_k s_{k+1})`` and boxes of scale ``s_k`` with aspect
 ratios 2, 1/2, 3, 1/3 -- 6 per location. 320: ``0.08, 0.15, 0.33, 0.51,
@@ -31,13 +31,10 @@ import gc
 
 import numpy as np
 
-from keras_pyramids.ops import anchors as anchor_lib
-from keras_pyramids.backbones import resnet as resnet_lib
-from keras_pyramids.backbones import vgg as vgg_lib
-from keras_pyramids.heads.per_level import PerLevelBoxPredictor
-from keras_pyramids.models.detector import Detector, check_image_size
-from keras_pyramids.ops.postprocess import DetectionPostProcessor
-from keras_pyramids.pyramids.m2det import MLFPN, tum_scales
+from keras_pyramids.image_size import to_hw
+from keras_pyramids.models.compose import build_single_shot_detector
+from keras_pyramids.ops.anchors import SSDAnchorGenerator
+from keras_pyramids.pyramids.m2det import tum_scales
 from keras_pyramids.registry import register_model
 
 ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)  # + the interpolated square = 6 anchors
@@ -57,9 +54,9 @@ M2DET_POSTPROCESS = {
     "max_detections_per_class": 100,
 }
 BACKBONES = {
-    # name: (builder, shallow endpoint, deep endpoint) -- FFMv1 fuses the two endpoints
-    "vgg16": ("vgg16", "conv4_3", "fc7"),
-    "resnet101": ("resnet101", "C3", "C4"),
+    # name: (shallow, deep) backbone levels that FFMv1 fuses
+    "vgg16": ("C3", "C4"),  # conv4_3, fc7
+    "resnet101": ("C3", "C4"),  # conv3_x, conv4_x
 }
 
 # Paper Table 3: M2Det-VGG 320x320, (TUMs, channels) -> parameters in millions.
@@ -89,7 +86,7 @@ def anchor_config_for(image_size):
     """
     side = min(image_size)
     key = max([s for s in SCALES if s <= side] or [320])
-    return anchor_lib.AnchorConfig(
+    return SSDAnchorGenerator(
         aspect_ratios=ASPECT_RATIOS, interpolated_scale_aspect_ratio=1.0, scales=SCALES[key]
     )
 
@@ -105,6 +102,7 @@ def build_m2det(
     backbone_width=1.0,
     postprocess=None,
     anchor_config=None,
+    label_encoder=None,
     loss_config=None,
     deep_endpoint=None,
     name=None,
@@ -129,7 +127,7 @@ def build_m2det(
         deep_endpoint: ResNet only: the deep map FFMv1 fuses with ``C3``:
             ``"C4"`` (stride 16, default, as the reference's 2x upsampling) or
             ``"C5"`` (stride 32, upsampled 4x; image sides multiples of 32).
-        loss_config: :class:`keras_pyramids.ops.losses.LossConfig`.
+        label_encoder, loss_config: as :func:`keras_pyramids.models.ppn.ppn_mobilenet`.
         **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
             ``ffm2_channels``, ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
             ``last_encoder_stride``, ``lateral_kernel_size``, ``sfam_reduction``).
@@ -139,18 +137,12 @@ def build_m2det(
     if num_scales != 6 and anchor_config is None:
         raise ValueError(f"The M2Det anchor ranges are defined for 6 scales; pass anchor_config for {num_scales}.")
     name = name or f"m2det_{backbone}"
-    _, shallow, deep = BACKBONES[backbone]
+    levels = BACKBONES[backbone]
     if deep_endpoint is not None:
         if backbone != "resnet101" or deep_endpoint not in ("C4", "C5"):
             raise ValueError(f"deep_endpoint must be 'C4' or 'C5' with the ResNet backbone; got {deep_endpoint!r}.")
-        deep = deep_endpoint
-    stride = resnet_lib.ENDPOINT_STRIDES[deep] if backbone == "resnet101" else vgg_lib.ENDPOINT_STRIDES[deep]
-    height, width = check_image_size(image_size, stride, name)
-    if height % stride or width % stride:
-        raise ValueError(
-            f"{name} needs image sides that are multiples of {stride} (FFMv1 upsamples the stride-{stride} "
-            f"map onto the stride-8 map by an integer factor); got {height}x{width}."
-        )
+        levels = (levels[0], deep_endpoint)
+    height, width = to_hw(image_size)
     for side in (height, width):
         sizes = tum_scales(side // 8, num_scales, mlfpn_options.get("last_encoder_stride", 2))
         if len(set(sizes)) != len(sizes) or min(sizes) < 1:
@@ -158,36 +150,27 @@ def build_m2det(
                 f"{name} with {num_scales} scales needs image sides of at least 144; got {height}x{width} "
                 f"(TUM sizes {sizes})."
             )
+    backbone_kwargs = {"weights": backbone_weights}
     if backbone == "vgg16":
-        net = vgg_lib.vgg16_reduced((height, width, 3), width_multiplier=backbone_width, weights=backbone_weights)
-    else:
-        if backbone_width != 1.0:
-            raise ValueError("backbone_width applies to the VGG backbone only.")
-        net = resnet_lib.resnet101((height, width, 3), outputs=(shallow, deep), weights=backbone_weights)
-    pyramid = MLFPN(
-        shallow,
-        deep,
-        num_levels=num_tums,
-        num_scales=num_scales,
-        tum_channels=tum_channels,
-        name="mlfpn",
-        **mlfpn_options,
-    )
-    anchor_config = anchor_config or anchor_config_for((height, width))
-    head = PerLevelBoxPredictor(
-        num_classes,
-        anchor_lib.anchors_per_location(anchor_config, num_scales),
-        kernel_size=3,
-        name="box_predictor",
-    )
-    return Detector(
-        net,
-        pyramid,
-        head,
+        backbone_kwargs["width_multiplier"] = backbone_width
+    elif backbone_width != 1.0:
+        raise ValueError("backbone_width applies to the VGG backbone only.")
+    if anchor_config is None:
+        anchor_config = anchor_config_for((height, width))
+    return build_single_shot_detector(
+        backbone,
+        "mlfpn",
+        "per_level",
         num_classes=num_classes,
+        image_size=(height, width),
+        levels=levels,
+        backbone_kwargs=backbone_kwargs,
+        neck_kwargs=dict(num_levels=num_tums, num_scales=num_scales, tum_channels=tum_channels, **mlfpn_options),
+        head_kwargs=dict(kernel_size=3),
         anchor_config=anchor_config,
+        label_encoder=label_encoder,
         loss_config=loss_config,
-        postprocessor=DetectionPostProcessor(name="postprocessor", **dict(M2DET_POSTPROCESS, **(postprocess or {}))),
+        postprocess=dict(M2DET_POSTPROCESS, **(postprocess or {})),
         name=name,
     )
 

@@ -34,7 +34,7 @@ def spp_classifier_head(features, num_classes, levels, fc_units, dropout, classi
     return layers.Dense(num_classes, activation=classifier_activation, name="classifier")(x)
 
 
-@register_model("sppnet_zf5")
+@register_model("sppnet_zf5", kind="classifier")
 def sppnet_zf5(
     num_classes=1000,
     levels=(6, 3, 2, 1),
@@ -64,22 +64,22 @@ def sppnet_zf5(
     return keras.Model(images, logits, name=name)
 
 
-@register_model("spp_mobilenet")
+@register_model("spp_mobilenet", kind="classifier")
 def spp_mobilenet(
     num_classes=1000,
     depth_multiplier=1.0,
     levels=(4, 2, 1),
     dropout=0.5,
     fc_units=(),
-    endpoint="Conv2d_13_pointwise",
+    level="C5",
     weights=None,
     classifier_activation=None,
     name="spp_mobilenet",
 ):
     """SPP head (paper section 2.3) on the zoo's MobileNet v1 backbone.
 
-    MobileNet v1 (slim layout) up to ``endpoint`` gives ``[B, h, w, C]``
-    (``Conv2d_13_pointwise``: stride 32, ``C = 1024 * depth_multiplier``); the
+    MobileNet v1 (slim layout) up to ``level`` gives ``[B, h, w, C]``
+    (``C5``, slim's ``Conv2d_13_pointwise``: stride 32, ``C = 1024 * depth_multiplier``); the
     SPP layer pools it to ``C * sum(n^2)`` values, then optional
     fully-connected layers ``fc_units`` and the classifier.
 
@@ -98,10 +98,10 @@ def spp_mobilenet(
     backbone = mobilenet_v1(
         input_shape=(None, None, 3),
         depth_multiplier=depth_multiplier,
-        final_endpoint=endpoint,
+        outputs=(level,),
         weights=weights,
     )
-    features = backbone(images)[endpoint]
+    features = backbone(images)[level]
     logits = spp_classifier_head(
         features, num_classes, levels, tuple(fc_units), dropout, classifier_activation
     )

@@ -13,12 +13,18 @@ targets can be encoded in the ``tf.data`` pipeline. Boxes are
 
 import dataclasses
 
+import keras
 import numpy as np
 
 
+@keras.saving.register_keras_serializable(package="keras_pyramids")
 @dataclasses.dataclass(frozen=True)
-class AnchorConfig:
-    """Settings of :func:`ssd_anchors`, stored in a model's config.
+class SSDAnchorGenerator:
+    """SSD's anchor rule as a serialisable object handed to a detector.
+
+    ``generator(feature_shapes, image_size)`` gives the anchors of a pyramid
+    (:func:`ssd_anchors`); a model stores the generator in its config, so a
+    ``.keras`` file, an export and the evaluation all use the same anchors.
 
     Attributes:
         min_scale, max_scale: anchor side (relative to the shorter image side)
@@ -41,16 +47,51 @@ class AnchorConfig:
     reduce_boxes_in_lowest_layer: bool = False
     scales: tuple = None
 
-    def to_dict(self):
+    def __post_init__(self):
+        # Lists from JSON become tuples so the generator stays hashable and equal to itself after a round trip.
+        for key in ("aspect_ratios", "scales"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(float(v) for v in value))
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(
+                f"Anchor scales need 0 < min_scale <= max_scale; got {self.min_scale} and {self.max_scale}."
+            )
+        if not self.aspect_ratios or any(not r > 0 for r in self.aspect_ratios):
+            raise ValueError(f"aspect_ratios must be positive numbers; got {self.aspect_ratios}.")
+        if self.scales is not None and any(not s > 0 for s in self.scales):
+            raise ValueError(f"scales must be positive numbers; got {self.scales}.")
+
+    def __call__(self, feature_shapes, image_size):
+        """Anchors ``[N, 4]`` for maps ``[(h, w), ...]`` (largest first) of an ``(H, W)`` image."""
+        return ssd_anchors(feature_shapes, image_size, self)
+
+    def anchors_per_location(self, num_levels):
+        """Number of anchors at each location of each of ``num_levels`` levels."""
+        return anchors_per_location(self, num_levels)
+
+    def get_config(self):
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, config):
-        config = dict(config)
-        for key in ("aspect_ratios", "scales"):
-            if config.get(key) is not None:
-                config[key] = tuple(config[key])
+    def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def coerce(cls, value):
+        """``value`` as a generator: a generator is kept, a dict of its fields (e.g. from an
+        experiment JSON's ``model_kwargs``) is built; anything else is a ``ValueError``."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {field.name for field in dataclasses.fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(
+                    f"Unknown anchor setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+                )
+            return cls(**value)
+        raise ValueError(f"Expected an {cls.__name__} or a dict of its settings; got {value!r}.")
 
 
 def level_scales(config, num_levels):
@@ -58,7 +99,7 @@ def level_scales(config, num_levels):
     if config.scales is not None:
         if len(config.scales) != num_levels:
             raise ValueError(
-                f"AnchorConfig.scales has {len(config.scales)} entries for {num_levels} levels."
+                f"The anchor scales have {len(config.scales)} entries for {num_levels} levels."
             )
         return list(config.scales) + [1.0]
     if num_levels == 1:
@@ -90,7 +131,7 @@ def anchors_per_location(config, num_levels):
     return [len(specs) for specs in box_specs(config, num_levels)]
 
 
-def ssd_anchors(feature_shapes, image_shape, config=AnchorConfig()):
+def ssd_anchors(feature_shapes, image_shape, config=SSDAnchorGenerator()):
     """All anchors of a pyramid, level by level, row-major, anchors innermost.
 
     The order matches a head output reshaped from ``[B, h, w, A * k]`` to
@@ -101,7 +142,7 @@ def ssd_anchors(feature_shapes, image_shape, config=AnchorConfig()):
         image_shape: ``(H, W)`` of the input image; anchors are square in pixels
             (their normalised sides are scaled by ``min(H, W) / H`` and
             ``min(H, W) / W``, as the reference's base anchor size is).
-        config: :class:`AnchorConfig`.
+        config: :class:`SSDAnchorGenerator`.
 
     Returns:
         float32 array ``[sum_l h_l * w_l * A_l, 4]`` of

@@ -9,6 +9,9 @@ are ``[t_y, t_x, t_h, t_w]``. The arithmetic is Keras' own
 ``tf.data``.
 """
 
+import math
+
+import keras
 from keras.utils import bounding_boxes
 
 DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
@@ -40,3 +43,46 @@ def decode(codes, anchors, scale_factors=DEFAULT_SCALE_FACTORS):
         encoded_format="center_yxhw",
         variance=_variance(scale_factors),
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class BoxCoder:
+    """The one owner of a detector's box-code scale factors.
+
+    A detector's label encoder encodes training targets with it and the
+    detector decodes its predictions with the very same object, so encoding and
+    decoding cannot disagree (a model stores it once, in its label encoder's
+    config).
+
+    Args:
+        scale_factors: ``(s_y, s_x, s_h, s_w)`` multiplying ``(t_y, t_x, t_h,
+            t_w)``; ``(10, 10, 5, 5)`` for SSD / PPN / Faster R-CNN,
+            ``(1, 1, 1, 1)`` for RetinaNet.
+    """
+
+    def __init__(self, scale_factors=DEFAULT_SCALE_FACTORS):
+        scale_factors = tuple(float(s) for s in scale_factors)
+        if len(scale_factors) != 4 or not all(math.isfinite(s) and s > 0 for s in scale_factors):
+            raise ValueError(f"scale_factors must be 4 positive numbers; got {scale_factors}.")
+        self.scale_factors = scale_factors
+
+    def encode(self, boxes, anchors):
+        """Boxes ``[..., N, 4]`` (yxyx) against anchors ``[N, 4]`` -> codes ``[..., N, 4]``."""
+        return encode(boxes, anchors, self.scale_factors)
+
+    def decode(self, codes, anchors):
+        """Codes ``[..., N, 4]`` -> boxes ``[..., N, 4]`` (yxyx, not clipped)."""
+        return decode(codes, anchors, self.scale_factors)
+
+    def get_config(self):
+        return {"scale_factors": list(self.scale_factors)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return isinstance(other, BoxCoder) and other.scale_factors == self.scale_factors
+
+    def __repr__(self):
+        return f"BoxCoder(scale_factors={self.scale_factors})"

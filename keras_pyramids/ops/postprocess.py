@@ -1,16 +1,16 @@
-"""Post-processing as a layer: decode box codes with the anchors, then per-class NMS.
+"""The last step of detection as a layer: per-class non-maximum suppression of decoded boxes.
 
-This is the one place the model side uses TensorFlow ops directly
+A detector decodes its raw outputs with its own box coder (the one its label
+encoder encodes targets with) and hands boxes and class scores to this layer.
+It is the one place the model side uses TensorFlow ops directly
 (``tf.image.combined_non_max_suppression``, :mod:`keras_pyramids.ops.soft_nms`),
-so that a saved or exported model returns final detections (DESIGN.md,
-"post-processing ... is a layer").
+so that a saved or exported model returns final detections.
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_pyramids.ops import box_coder
 from keras_pyramids.ops.soft_nms import soft_nms
 
 NMS_METHODS = ("hard", "soft_linear", "soft_gaussian")
@@ -18,10 +18,9 @@ NMS_METHODS = ("hard", "soft_linear", "soft_gaussian")
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
 class DetectionPostProcessor(keras.layers.Layer):
-    """Decodes raw detector outputs into at most ``max_detections`` boxes per image.
+    """Keeps at most ``max_detections`` of a detector's decoded boxes per image.
 
-    Scores are the sigmoid of the class logits (the models are trained with a
-    sigmoid focal loss). Per class, boxes scoring above ``score_threshold`` go
+    Per class, boxes scoring above ``score_threshold`` go
     through non-maximum suppression at ``iou_threshold``; the best
     ``max_detections`` over all classes are kept.
 
@@ -35,10 +34,18 @@ class DetectionPostProcessor(keras.layers.Layer):
     so its cost is static: ``O(B C pre_nms_top_k^2)`` memory and
     ``max_detections_per_class`` loop steps.
 
+    ``pre_nms_top_k_per_level`` (RetinaNet: 1000) first keeps, on each pyramid
+    level, the anchors whose best class score is among the level's top k, as
+    the RetinaNet paper's inference does (section 4: "we only decode box
+    predictions from at most 1k top-scoring predictions per FPN level");
+    Detectron ranks (anchor, class) pairs instead of anchors, which differs only
+    when one anchor scores high for several classes.
+
     Call arguments:
-        box_codes: ``[B, N, 4]`` box regressions.
-        class_logits: ``[B, N, C]``.
-        anchors: ``[N, 4]`` normalised ``[ymin, xmin, ymax, xmax]``.
+        boxes: ``[B, N, 4]`` decoded boxes, normalised ``[ymin, xmin, ymax, xmax]``.
+        scores: ``[B, N, C]`` class scores in ``[0, 1]``.
+        level_sizes: anchors per pyramid level (python ints summing to ``N``);
+            needed with ``pre_nms_top_k_per_level``.
 
     Returns:
         dict with ``boxes [B, K, 4]`` (normalised yxyx, clipped to the image),
@@ -52,10 +59,10 @@ class DetectionPostProcessor(keras.layers.Layer):
         iou_threshold=0.6,
         max_detections=100,
         max_detections_per_class=100,
-        scale_factors=box_coder.DEFAULT_SCALE_FACTORS,
         nms="hard",
         soft_nms_sigma=0.5,
         pre_nms_top_k=200,
+        pre_nms_top_k_per_level=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,19 +80,18 @@ class DetectionPostProcessor(keras.layers.Layer):
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
         self.max_detections_per_class = int(max_detections_per_class)
-        self.scale_factors = tuple(float(s) for s in scale_factors)
         self.nms = nms
         self.soft_nms_sigma = float(soft_nms_sigma)
         self.pre_nms_top_k = int(pre_nms_top_k)
+        if pre_nms_top_k_per_level is not None and int(pre_nms_top_k_per_level) < 1:
+            raise ValueError(f"pre_nms_top_k_per_level must be >= 1 or None; got {pre_nms_top_k_per_level}.")
+        self.pre_nms_top_k_per_level = None if pre_nms_top_k_per_level is None else int(pre_nms_top_k_per_level)
 
-    def decode(self, box_codes, anchors):
-        """Box codes -> boxes ``[B, N, 4]`` clipped to ``[0, 1]``."""
-        boxes = box_coder.decode(ops.cast(box_codes, "float32"), anchors, self.scale_factors)
-        return ops.clip(boxes, 0.0, 1.0)
-
-    def call(self, box_codes, class_logits, anchors):
-        boxes = self.decode(box_codes, anchors)
-        scores = ops.sigmoid(ops.cast(class_logits, "float32"))
+    def call(self, boxes, scores, level_sizes=None):
+        boxes = ops.cast(boxes, "float32")
+        scores = ops.cast(scores, "float32")
+        if self.pre_nms_top_k_per_level is not None:
+            boxes, scores = self._top_k_per_level(boxes, scores, level_sizes)
         if self.nms != "hard":
             return self._soft_nms(boxes, scores)
         nmsed = tf.image.combined_non_max_suppression(
@@ -104,6 +110,26 @@ class DetectionPostProcessor(keras.layers.Layer):
             "classes": ops.cast(nmsed.nmsed_classes, "int32"),
             "num_detections": ops.cast(nmsed.valid_detections, "int32"),
         }
+
+    def _top_k_per_level(self, boxes, scores, level_sizes):
+        """The ``pre_nms_top_k_per_level`` best anchors of each level (by best class score)."""
+        if not level_sizes or sum(level_sizes) != scores.shape[1]:
+            raise ValueError(
+                f"pre_nms_top_k_per_level needs level_sizes summing to the {scores.shape[1]} anchors; "
+                f"got {level_sizes}."
+            )
+        kept_boxes, kept_scores, start = [], [], 0
+        for size in level_sizes:
+            level_boxes, level_scores = boxes[:, start:start + size], scores[:, start:start + size]
+            start += size
+            if size <= self.pre_nms_top_k_per_level:
+                kept_boxes.append(level_boxes)
+                kept_scores.append(level_scores)
+                continue
+            _, best = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=self.pre_nms_top_k_per_level)
+            kept_boxes.append(tf.gather(level_boxes, best, batch_dims=1))
+            kept_scores.append(tf.gather(level_scores, best, batch_dims=1))
+        return tf.concat(kept_boxes, axis=1), tf.concat(kept_scores, axis=1)
 
     def _soft_nms(self, boxes, scores):
         """Per-class soft-NMS on the top ``pre_nms_top_k`` anchors, then the best ``max_detections``."""
@@ -159,6 +185,6 @@ class DetectionPostProcessor(keras.layers.Layer):
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,
             max_detections_per_class=self.max_detections_per_class,
-            scale_factors=self.scale_factors,
+            pre_nms_top_k_per_level=self.pre_nms_top_k_per_level,
         )
         return config

@@ -417,8 +417,8 @@ class MLFPN(keras.layers.Layer):
     the paper / reference options.
 
     Args:
-        shallow_endpoint, deep_endpoint: backbone endpoints fused by FFMv1
-            (``"conv4_3"``/``"fc7"`` for VGG, ``"C3"``/``"C4"`` for ResNet).
+        shallow_level, deep_level: backbone maps (level keys) fused by FFMv1
+            (``"C3"``, ``"C4"``: VGG's conv4_3 and fc7, ResNet's conv3_x and conv4_x).
         num_levels: TUMs ``L`` (8 in the paper).
         num_scales: outputs per TUM (6).
         tum_channels: TUM width (256; Table 3's "Channels").
@@ -430,7 +430,7 @@ class MLFPN(keras.layers.Layer):
         share_ffm2: one FFMv2 conv for all TUMs (reference).
         last_encoder_stride, lateral_kernel_size: TUM settings.
 
-    Input: dict of endpoints with ``shallow [B, H, W, C_s]`` and ``deep``
+    Input: dict of backbone maps with ``shallow_level [B, H, W, C_s]`` and ``deep_level``
     (``H / k`` with integer ``k``). Output: list of ``num_scales`` maps
     ``[B, s_i, s_i, num_levels * out]``, largest first (``s`` from
     :func:`tum_scales` of ``H``).
@@ -438,8 +438,8 @@ class MLFPN(keras.layers.Layer):
 
     def __init__(
         self,
-        shallow_endpoint="conv4_3",
-        deep_endpoint="fc7",
+        shallow_level="C3",
+        deep_level="C4",
         num_levels=8,
         num_scales=6,
         tum_channels=256,
@@ -459,8 +459,8 @@ class MLFPN(keras.layers.Layer):
             raise ValueError(f"num_levels (TUMs) must be >= 1; got {num_levels}.")
         if tum_channels < 2:
             raise ValueError(f"tum_channels must be >= 2; got {tum_channels}.")
-        self.shallow_endpoint = shallow_endpoint
-        self.deep_endpoint = deep_endpoint
+        self.shallow_level = shallow_level
+        self.deep_level = deep_level
         self.num_levels = int(num_levels)
         self.num_scales = int(num_scales)
         self.tum_channels = int(tum_channels)
@@ -503,10 +503,10 @@ class MLFPN(keras.layers.Layer):
         )
 
     def _endpoints(self, endpoints):
-        missing = [k for k in (self.shallow_endpoint, self.deep_endpoint) if k not in endpoints]
+        missing = [k for k in (self.shallow_level, self.deep_level) if k not in endpoints]
         if missing:
-            raise ValueError(f"MLFPN needs backbone endpoints {missing}; got {sorted(endpoints)}.")
-        return endpoints[self.shallow_endpoint], endpoints[self.deep_endpoint]
+            raise ValueError(f"MLFPN needs backbone maps {missing}; got {sorted(endpoints)}.")
+        return endpoints[self.shallow_level], endpoints[self.deep_level]
 
     def build(self, input_shape):
         shallow_shape, deep_shape = self._endpoints(input_shape)
@@ -536,8 +536,8 @@ class MLFPN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            shallow_endpoint=self.shallow_endpoint,
-            deep_endpoint=self.deep_endpoint,
+            shallow_level=self.shallow_level,
+            deep_level=self.deep_level,
             num_levels=self.num_levels,
             num_scales=self.num_scales,
             tum_channels=self.tum_channels,

@@ -17,17 +17,17 @@ class PoolingPyramid(keras.layers.Layer):
     Pools are SAME-padded like the reference (``MaxPool2d_i_2x2``), so a 19x19
     map gives 19, 10, 5, 3, 2, 1.
 
-    Input: a dict of backbone endpoints containing ``endpoint``
-    (``[B, H, W, C]``). Output: a list of ``num_levels`` maps
+    Input: a dict of backbone maps containing ``level`` (``[B, H, W, C]``;
+    PPN takes MobileNet v1's ``C4``, slim's ``Conv2d_11_pointwise``). Output: a list of ``num_levels`` maps
     ``[B, ceil(H / 2^l), ceil(W / 2^l), C']``, largest first, with
     ``C' = base_depth`` if ``base_depth > 0`` else ``C``.
     """
 
-    def __init__(self, endpoint="Conv2d_11_pointwise", num_levels=6, base_depth=0, **kwargs):
+    def __init__(self, level="C4", num_levels=6, base_depth=0, **kwargs):
         super().__init__(**kwargs)
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1; got {num_levels}.")
-        self.endpoint = endpoint
+        self.level = level
         self.num_levels = int(num_levels)
         self.base_depth = int(base_depth)
         self.base_conv = (
@@ -42,10 +42,10 @@ class PoolingPyramid(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.base_conv is not None:
-            self.base_conv.build(input_shape[self.endpoint])
+            self.base_conv.build(input_shape[self.level])
 
     def call(self, endpoints, training=None):
-        x = endpoints[self.endpoint]
+        x = endpoints[self.level]
         if self.base_conv is not None:
             x = self.base_conv(x, training=training)
         maps = [x]
@@ -55,5 +55,5 @@ class PoolingPyramid(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(endpoint=self.endpoint, num_levels=self.num_levels, base_depth=self.base_depth)
+        config.update(level=self.level, num_levels=self.num_levels, base_depth=self.base_depth)
         return config

@@ -3,7 +3,8 @@
 Liu et al., "SSD", section 2.1 "Multi-scale feature maps for detection" and
 Figure 2, in the layout the PPN paper's SSD MobileNet v1 baseline uses (TF
 Object Detection API ``multi_resolution_feature_maps``): the maps are
-``Conv2d_11_pointwise``, ``Conv2d_13_pointwise`` and four new layers of depth
+the backbone's ``C4`` and ``C5`` (MobileNet v1's ``Conv2d_11_pointwise`` and
+``Conv2d_13_pointwise``) and four new layers of depth
 512, 256, 256, 128, each a 1x1 bottleneck to half the depth followed by a 3x3
 stride-2 conv.
 """
@@ -13,7 +14,7 @@ import keras
 from keras_pyramids.blocks import ConvBlock
 
 SSD_MOBILENET_V1_LAYOUT = {
-    "from_layer": ("Conv2d_11_pointwise", "Conv2d_13_pointwise", "", "", "", ""),
+    "from_layer": ("C4", "C5", "", "", "", ""),
     "layer_depth": (-1, -1, 512, 256, 256, 128),
 }
 
@@ -23,7 +24,7 @@ class SSDFeatureMaps(keras.layers.Layer):
     """Multi-resolution SSD feature maps.
 
     Args:
-        from_layer: per level, the backbone endpoint to take, or ``""`` for a
+        from_layer: per level, the backbone map (level key) to take, or ``""`` for a
             new layer computed from the previous level.
         layer_depth: per level, the depth of a new layer (``-1`` for endpoints).
             New depths are ``max(int(depth * depth_multiplier), min_depth)``.
@@ -46,7 +47,7 @@ class SSDFeatureMaps(keras.layers.Layer):
         if len(from_layer) != len(layer_depth):
             raise ValueError("from_layer and layer_depth must have the same length.")
         if not from_layer or not from_layer[0]:
-            raise ValueError("The first SSD feature map must come from a backbone endpoint.")
+            raise ValueError("The first SSD feature map must come from a backbone map (a level key such as 'C4').")
         self.from_layer = tuple(from_layer)
         self.layer_depth = tuple(int(d) for d in layer_depth)
         self.depth_multiplier = float(depth_multiplier)

@@ -349,13 +349,14 @@ def train(config, callbacks=(), evaluate=True):
         FileExistsError: ``model_dir`` holds a finished run.
         ValueError: bad settings (unknown model, dataset, optimizer, ...).
     """
-    from keras_pyramids import build_model, list_models
+    from keras_pyramids import build_model
+    from keras_pyramids.registry import check_kind
     from keras_pyramids.data import load_dataset, make_detection_pipeline
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
-    if config.model not in list_models():
-        build_model(config.model)  # the registry's error, before any data is loaded
+    # Unknown names and classifiers are refused before any data is loaded.
+    check_kind(config.model, "detector", "detection training (train classifiers with keras_pyramids.training.multisize)")
     start = time.time()
     _check_run_dir(config)
 
