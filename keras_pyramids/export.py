@@ -33,6 +33,7 @@ import os
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_pyramids.data.pipeline import resize_image
@@ -278,8 +279,6 @@ def run_tflite(path, images):
         ValueError: ``images`` is not a uint8 ``[B, H, W, 3]`` array.
         FileNotFoundError: the model or its settings file is missing.
     """
-    import numpy as np
-
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape[1:3]:
         raise ValueError(f"images must be a uint8 array [batch, height, width, 3] with height, width > 0; "

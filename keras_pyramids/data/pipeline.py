@@ -1,10 +1,10 @@
 """``tf.data`` pipelines from source examples to model inputs.
 
 Targets are encoded per example, before batching, by a
-:class:`keras_pyramids.ops.target_assigner.TargetAssigner`, so every batch has
+:meth:`model.target_assigner() <keras_pyramids.models.detector.Detector>`, so every batch has
 static shapes (``[B, H, W, 3]`` images, ``[B, N, 4]`` box codes, ``[B, N]``
-class targets for ``N`` anchors) whatever the number of objects per image
-(DESIGN.md: "targets are encoded in the tf.data pipeline").
+class targets for ``N`` anchors) whatever the number of objects per image,
+as XLA and TPUs need.
 
 Images are resized to the fixed input size without keeping the aspect ratio
 (the SSD reference's ``fixed_shape_resizer``), so normalised boxes are
@@ -58,7 +58,7 @@ def make_detection_pipeline(
         examples: :class:`DetectionDataset` or ``tf.data.Dataset`` of source
             examples.
         target_assigner: callable ``(boxes [M, 4], classes [M]) ->
-            {"boxes": [N, 4], "classes": [N]}`` (a ``TargetAssigner``).
+            {"boxes": [N, 4], "classes": [N]}`` (``model.target_assigner()``).
         image_size: int or ``(H, W)`` model input size.
         batch_size: examples per batch.
         training: if True, shuffle and (when ``augment``) apply the SSD random

@@ -141,7 +141,9 @@ def coerce_setting(value, cls, setting, **fixed):
         if (setting, key) in _MOVED_SETTINGS:
             raise ValueError(_MOVED_SETTINGS[setting, key])
     if unknown:
-        hints = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+        # Close spellings, else a known name the key is part of ('iou' -> 'iou_threshold').
+        hints = {key: difflib.get_close_matches(key, known, n=1) or sorted(k for k in known if key in k)[:1]
+                 for key in unknown}
         listed = ", ".join(f"{key!r}" + (f" (did you mean {hints[key][0]!r}?)" if hints[key] else "")
                            for key in unknown)
         raise ValueError(f"Unknown {setting} setting(s) {listed}; known: {', '.join(sorted(known))}.")

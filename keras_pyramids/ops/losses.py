@@ -66,7 +66,7 @@ def detection_loss(targets, outputs, num_classes, config=LossConfig()):
 
     Args:
         targets: ``{"boxes": [B, N, 4], "classes": [B, N]}`` from
-            :class:`keras_pyramids.ops.target_assigner.TargetAssigner`.
+            :class:`keras_pyramids.ops.label_encoder.AnchorLabelEncoder`.
         outputs: the detector's raw outputs ``{"boxes": [B, N, 4],
             "classes": [B, N, num_classes]}``.
 

@@ -13,8 +13,8 @@ threshold.
 Everything works on static shapes: any leading batch dimensions (images,
 classes) are processed in parallel, and the loop runs exactly
 ``max_output_size`` times, so the functions trace once and export cleanly.
-These are TensorFlow ops: post-processing is the one place the design allows
-them (DESIGN.md).
+These are TensorFlow ops: post-processing is the one place the model side uses
+them (README.md, "Architecture").
 """
 
 import tensorflow as tf

@@ -1,6 +1,6 @@
 """Choosing a ``tf.distribute`` strategy and whether the train step uses XLA.
 
-DESIGN.md, "Distribution": default strategy on one device, ``MirroredStrategy``
+README.md, "Multi-worker and TPU training": default strategy on one device, ``MirroredStrategy``
 for several GPUs, ``MultiWorkerMirroredStrategy`` across machines (configured by
 the ``TF_CONFIG`` environment variable) and ``TPUStrategy`` on TPU.
 
