@@ -108,3 +108,23 @@ def test_every_experiment_config_builds_through_its_factory(path):
     model = kp.build_model(config.model, num_classes=5, image_size=config.image_size, **kwargs)
     assert model.num_classes == 5 and model.kind == "detector"
     assert model.image_size == tuple(np.broadcast_to(config.image_size, 2))
+
+
+def test_fpn_and_retinanet_head_on_mobilenet_train_a_step():
+    # A combination no paper used: RetinaNet's neck and head on MobileNet v1.
+    model = build_single_shot_detector(
+        "mobilenet_v1", "fpn", "retinanet", num_classes=2, image_size=128,
+        backbone_kwargs={"depth_multiplier": 0.25}, neck_kwargs={"depth": 32}, head_kwargs={"depth": 32},
+    )
+    assert model.feature_shapes == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    assert model.anchor_generator.get_config()["min_level"] == 3 and model.num_anchors == 9 * 341
+    images = np.random.default_rng(1).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    assigner = model.target_assigner()
+    targets = [assigner(np.array([[0.2, 0.2, 0.5, 0.6]], np.float32), np.array([0])) for _ in range(2)]
+    batch = {k: np.stack([t[k].numpy() for t in targets]) for k in ("boxes", "classes")}
+    model.compile(optimizer="adam", jit_compile=False)
+    logs = model.train_on_batch(images, batch, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["box_loss"] > 0
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_single_shot_detector("mobilenet_v1", "fpn", "retinanet", num_classes=2, image_size=100,
+                                   backbone_kwargs={"depth_multiplier": 0.25})

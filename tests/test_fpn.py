@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pyramids.pyramids.fpn import FeaturePyramidNetwork, level_of_key
+from keras_pyramids.backbones import level_of_key
+from keras_pyramids.pyramids.fpn import FeaturePyramidNetwork
 
 R50_CHANNELS = {"C2": 256, "C3": 512, "C4": 1024, "C5": 2048}
 
@@ -120,9 +121,9 @@ def test_errors_name_the_problem():
         FeaturePyramidNetwork(extra_levels=None)
     with pytest.raises(ValueError, match="extra_levels must be one of"):
         FeaturePyramidNetwork(extra_levels="p5")
-    with pytest.raises(ValueError, match="Cannot read a pyramid level from the key 'res'"):
+    with pytest.raises(ValueError, match="Unknown level key 'res'"):
         level_of_key("res")
-    assert level_of_key("C5") == 5 and level_of_key("P12") == 12
+    assert level_of_key("C5") == 5 and level_of_key("C12") == 12
 
 
 def test_config_and_keras_round_trip(tmp_path):

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from keras_pyramids.ops.anchors import FPNAnchorConfig, fpn_anchors
+from keras_pyramids.ops.anchors import FPNAnchorGenerator, fpn_anchors
 
 R2 = np.sqrt(2.0)
 
 
 def test_hand_worked_two_levels():
-    config = FPNAnchorConfig(min_level=3, max_level=4, num_scales=2, aspect_ratios=(1.0, 4.0), anchor_size=2.0)
-    assert config.anchors_per_location == 4
+    config = FPNAnchorGenerator(min_level=3, max_level=4, num_scales=2, aspect_ratios=(1.0, 4.0), anchor_size=2.0)
+    assert config.anchors_per_location(2) == [4, 4]
     # 16x32 image: level 3 (stride 8) is 2x4, level 4 (stride 16) is 1x2.
     anchors = fpn_anchors([(2, 4), (1, 2)], (16, 32), config)
     assert anchors.dtype == np.float32 and anchors.shape == ((8 + 2) * 4, 4)
@@ -32,8 +32,8 @@ def test_hand_worked_two_levels():
 
 
 def test_retinanet_defaults_sizes_and_count():
-    config = FPNAnchorConfig()
-    assert config.anchors_per_location == 9
+    config = FPNAnchorGenerator()
+    assert config.anchors_per_location(5) == [9] * 5
     shapes = [(640 // 2**level,) * 2 for level in range(3, 8)]
     anchors = fpn_anchors(shapes, (640, 640), config) * 640
     assert len(anchors) == 9 * (80 * 80 + 40 * 40 + 20 * 20 + 10 * 10 + 5 * 5) == 76_725
@@ -49,24 +49,24 @@ def test_retinanet_defaults_sizes_and_count():
 
 
 def test_odd_image_sizes_use_rounded_up_maps():
-    config = FPNAnchorConfig(min_level=3, max_level=4, num_scales=1, aspect_ratios=(1.0,))
+    config = FPNAnchorGenerator(min_level=3, max_level=4, num_scales=1, aspect_ratios=(1.0,))
     anchors = fpn_anchors([(13, 7), (7, 4)], (100, 50), config)
     assert len(anchors) == 13 * 7 + 7 * 4
 
 
 def test_errors_name_the_problem():
-    config = FPNAnchorConfig(min_level=3, max_level=4)
+    config = FPNAnchorGenerator(min_level=3, max_level=4)
     with pytest.raises(ValueError, match="got 1 feature maps for levels 3..4"):
         fpn_anchors([(8, 8)], (64, 64), config)
     with pytest.raises(ValueError, match="level-4 map is 3x4, but a 64x64 image at stride 16 gives 4x4"):
         fpn_anchors([(8, 8), (3, 4)], (64, 64), config)
     with pytest.raises(ValueError, match="min_level 5 is above max_level 4"):
-        FPNAnchorConfig(min_level=5, max_level=4)
+        FPNAnchorGenerator(min_level=5, max_level=4)
 
 
 def test_config_round_trip():
-    config = FPNAnchorConfig(min_level=2, max_level=6, num_scales=2, aspect_ratios=(1.0, 3.0), anchor_size=8.0)
-    assert FPNAnchorConfig.from_dict(config.to_dict()) == config
-    as_json = {**config.to_dict(), "aspect_ratios": [1.0, 3.0]}  # lists, as a JSON config gives them
-    assert FPNAnchorConfig.from_dict(as_json) == config
-    assert FPNAnchorConfig.from_dict({"num_scales": 1}) == FPNAnchorConfig(num_scales=1)
+    config = FPNAnchorGenerator(min_level=2, max_level=6, num_scales=2, aspect_ratios=(1.0, 3.0), anchor_size=8.0)
+    assert FPNAnchorGenerator.from_config(config.get_config()) == config
+    as_json = {**config.get_config(), "aspect_ratios": [1.0, 3.0]}  # lists, as a JSON config gives them
+    assert FPNAnchorGenerator.coerce(as_json) == config
+    assert FPNAnchorGenerator.coerce({"num_scales": 1}) == FPNAnchorGenerator(num_scales=1)

@@ -11,7 +11,7 @@ branch on a backbone's name:
   the Model Garden); ``outputs=(...)`` chooses the keys, and layers past the
   deepest requested key are not built.
 
-:func:`level_stride` reads the stride off a key.
+:func:`level_of_key` reads the level off a key, :func:`level_stride` the stride.
 """
 
 import re
@@ -19,9 +19,14 @@ import re
 _LEVEL_KEY = re.compile(r"^C(\d+)$")
 
 
-def level_stride(key):
-    """Stride of the backbone map ``key`` (``"C4"`` -> 16)."""
+def level_of_key(key):
+    """Level of the backbone map ``key`` (``"C4"`` -> 4)."""
     match = _LEVEL_KEY.match(str(key))
     if not match:
         raise ValueError(f"Unknown level key {key!r}: backbone maps are keyed 'C<k>' (stride 2^k), e.g. 'C4'.")
-    return 2 ** int(match.group(1))
+    return int(match.group(1))
+
+
+def level_stride(key):
+    """Stride of the backbone map ``key`` (``"C4"`` -> 16)."""
+    return 2 ** level_of_key(key)

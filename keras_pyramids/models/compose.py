@@ -27,13 +27,15 @@ from keras_pyramids.backbones.mobilenet_v1 import mobilenet_v1
 from keras_pyramids.backbones.resnet import resnet101
 from keras_pyramids.backbones.vgg import vgg16_reduced
 from keras_pyramids.heads.per_level import PerLevelBoxPredictor
+from keras_pyramids.heads.retinanet import RetinaNetHead
 from keras_pyramids.heads.shared import WeightSharedBoxPredictor
 from keras_pyramids.models.detector import check_image_size
 from keras_pyramids.models.single_shot import SingleShotDetector
-from keras_pyramids.ops.anchors import SSDAnchorGenerator
+from keras_pyramids.ops.anchors import FPNAnchorGenerator, SSDAnchorGenerator
 from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 from keras_pyramids.ops.losses import LossConfig
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
+from keras_pyramids.pyramids.fpn import FeaturePyramidNetwork
 from keras_pyramids.pyramids.m2det import MLFPN
 from keras_pyramids.pyramids.ppn import PoolingPyramid
 from keras_pyramids.pyramids.ssd import SSDFeatureMaps
@@ -49,14 +51,15 @@ class NeckSpec:
         fuses_levels: the neck adds or concatenates maps of different levels
             (FPN's top-down path, M2Det's FFMv1), so image sides must be
             multiples of the deepest stride it reads.
-        anchor_generator: the anchor rule that suits the neck's maps by default.
+        default_anchors: ``default_anchors(neck_layer)`` -> the anchor rule
+            that suits the neck's maps (SSD's rule unless the neck says).
         layer_name: name of the neck layer inside the model.
     """
 
     levels: tuple
     builder: Callable
     fuses_levels: bool = False
-    anchor_generator: Callable = SSDAnchorGenerator
+    default_anchors: Callable = lambda neck_layer: SSDAnchorGenerator()
     layer_name: str = "neck"
 
 
@@ -82,6 +85,15 @@ def _mlfpn_neck(levels, **kwargs):
     return MLFPN(shallow_level=levels[0], deep_level=levels[1], **kwargs)
 
 
+def _fpn_neck(levels, **kwargs):
+    return FeaturePyramidNetwork(input_levels=levels, **kwargs)
+
+
+def _fpn_anchors(neck_layer):
+    """RetinaNet's rule on the levels the FPN gives (P3..P7 from C3..C5 by default)."""
+    return FPNAnchorGenerator(min_level=neck_layer.min_level, max_level=neck_layer.max_level)
+
+
 def _shared_head(num_classes, anchors_per_location, **kwargs):
     if len(set(anchors_per_location)) != 1:
         raise ValueError(
@@ -94,6 +106,14 @@ def _per_level_head(num_classes, anchors_per_location, **kwargs):
     return PerLevelBoxPredictor(num_classes, anchors_per_location, **kwargs)
 
 
+def _retinanet_head(num_classes, anchors_per_location, **kwargs):
+    if len(set(anchors_per_location)) != 1:
+        raise ValueError(
+            f"RetinaNet's head is shared by every level and needs one anchor count; got {anchors_per_location}."
+        )
+    return RetinaNetHead(num_classes, num_anchors=anchors_per_location[0], **kwargs)
+
+
 BACKBONES = {
     "mobilenet_v1": mobilenet_v1,
     "resnet101": resnet101,
@@ -103,10 +123,13 @@ NECKS = {
     "ppn": NeckSpec(("C4",), _ppn_neck, layer_name="pyramid"),
     "ssd": NeckSpec(("C4", "C5"), _ssd_neck, layer_name="pyramid"),
     "mlfpn": NeckSpec(("C3", "C4"), _mlfpn_neck, fuses_levels=True, layer_name="mlfpn"),
+    "fpn": NeckSpec(("C3", "C4", "C5"), _fpn_neck, fuses_levels=True, default_anchors=_fpn_anchors,
+                    layer_name="fpn"),
 }
 HEADS = {
     "shared": _shared_head,
     "per_level": _per_level_head,
+    "retinanet": _retinanet_head,
 }
 
 
@@ -199,9 +222,6 @@ def build_single_shot_detector(
     deepest = max(strides)
     height, width = check_image_size(image_size, deepest, name, multiple_of=deepest if neck_spec.fuses_levels else None)
 
-    anchor_generator = anchor_config if anchor_config is not None else neck_spec.anchor_generator()
-    if isinstance(anchor_generator, dict):
-        anchor_generator = neck_spec.anchor_generator.coerce(anchor_generator)
     label_encoder = coerce_setting(label_encoder, AnchorLabelEncoder, "label_encoder")
     loss_config = coerce_setting(loss_config, LossConfig, "loss_config")
     postprocessor = coerce_setting(postprocess or {}, DetectionPostProcessor, "postprocess", name="postprocessor")
@@ -212,6 +232,12 @@ def build_single_shot_detector(
         raise ValueError(f"The {backbone} backbone has no level(s) {missing}; it gives {sorted(net.output)}.")
     neck_layer = neck_spec.builder(levels, name=neck_spec.layer_name, **(neck_kwargs or {}))
     num_levels = len(neck_layer(net.output))
+    anchor_generator = neck_spec.default_anchors(neck_layer)
+    if isinstance(anchor_config, dict):
+        # Settings of the neck's own rule (e.g. an experiment JSON's anchor_config).
+        anchor_generator = type(anchor_generator).coerce(anchor_config)
+    elif anchor_config is not None:
+        anchor_generator = anchor_config
     head_layer = build_head(num_classes, anchor_generator.anchors_per_location(num_levels), name="box_predictor",
                             **(head_kwargs or {}))
     return SingleShotDetector(

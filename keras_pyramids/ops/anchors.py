@@ -17,9 +17,36 @@ import keras
 import numpy as np
 
 
+class _DataclassGenerator:
+    """What both anchor generators share: dataclass fields as their config, and building from a dict."""
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def coerce(cls, value):
+        """``value`` as a generator: a generator is kept, a dict of its fields (e.g. from an
+        experiment JSON's ``model_kwargs``) is built; anything else is a ``ValueError``."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            known = {field.name for field in dataclasses.fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(
+                    f"Unknown anchor setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+                )
+            return cls(**value)
+        raise ValueError(f"Expected an {cls.__name__} or a dict of its settings; got {value!r}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_pyramids")
 @dataclasses.dataclass(frozen=True)
-class SSDAnchorGenerator:
+class SSDAnchorGenerator(_DataclassGenerator):
     """SSD's anchor rule as a serialisable object handed to a detector.
 
     ``generator(feature_shapes, image_size)`` gives the anchors of a pyramid
@@ -69,29 +96,6 @@ class SSDAnchorGenerator:
     def anchors_per_location(self, num_levels):
         """Number of anchors at each location of each of ``num_levels`` levels."""
         return anchors_per_location(self, num_levels)
-
-    def get_config(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    @classmethod
-    def coerce(cls, value):
-        """``value`` as a generator: a generator is kept, a dict of its fields (e.g. from an
-        experiment JSON's ``model_kwargs``) is built; anything else is a ``ValueError``."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            known = {field.name for field in dataclasses.fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(
-                    f"Unknown anchor setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
-                )
-            return cls(**value)
-        raise ValueError(f"Expected an {cls.__name__} or a dict of its settings; got {value!r}.")
 
 
 def level_scales(config, num_levels):
@@ -171,9 +175,10 @@ def ssd_anchors(feature_shapes, image_shape, config=SSDAnchorGenerator()):
     return np.concatenate(all_anchors, axis=0).astype(np.float32)
 
 
+@keras.saving.register_keras_serializable(package="keras_pyramids")
 @dataclasses.dataclass(frozen=True)
-class FPNAnchorConfig:
-    """Settings of :func:`fpn_anchors`, the RetinaNet / FPN anchor rule.
+class FPNAnchorGenerator(_DataclassGenerator):
+    """The RetinaNet / FPN anchor rule (:func:`fpn_anchors`) as a serialisable object handed to a detector.
 
     Focal loss paper section 4 "Anchors": on pyramid levels P3-P7 anchors have
     areas 32^2 to 512^2, three aspect ratios {1:2, 1:1, 2:1} and, "for denser
@@ -186,7 +191,7 @@ class FPNAnchorConfig:
         min_level, max_level: the pyramid levels, finest first.
         num_scales: octave scales per level, ``2^(k / num_scales)``.
         aspect_ratios: width / height of the anchors (the convention of
-            :class:`AnchorConfig` and the Model Garden; detectron2 and KerasHub
+            :class:`SSDAnchorGenerator` and the Model Garden; detectron2 and KerasHub
             use height / width, which for the symmetric (0.5, 1, 2) gives the
             same anchors in another order).
         anchor_size: base anchor side in strides.
@@ -199,29 +204,30 @@ class FPNAnchorConfig:
     anchor_size: float = 4.0
 
     def __post_init__(self):
+        object.__setattr__(self, "aspect_ratios", tuple(float(r) for r in self.aspect_ratios))
         if self.min_level > self.max_level:
             raise ValueError(f"min_level {self.min_level} is above max_level {self.max_level}.")
         if self.num_scales < 1 or not self.aspect_ratios:
-            raise ValueError("FPNAnchorConfig needs num_scales >= 1 and at least one aspect ratio.")
+            raise ValueError("FPN anchors need num_scales >= 1 and at least one aspect ratio.")
         if min(self.aspect_ratios) <= 0 or self.anchor_size <= 0:
-            raise ValueError("FPNAnchorConfig's aspect ratios and anchor_size must be positive.")
+            raise ValueError("FPN anchors' aspect ratios and anchor_size must be positive.")
 
-    @property
-    def anchors_per_location(self):
-        """``A = num_scales * len(aspect_ratios)``, the same on every level."""
-        return self.num_scales * len(self.aspect_ratios)
+    def __call__(self, feature_shapes, image_size):
+        """Anchors ``[N, 4]`` for maps ``[(h, w), ...]`` of levels ``min_level..max_level``."""
+        return fpn_anchors(feature_shapes, image_size, self)
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
+    def anchors_per_location(self, num_levels):
+        """``[A] * num_levels`` with ``A = num_scales * len(aspect_ratios)``, the same on every level."""
+        expected = self.max_level - self.min_level + 1
+        if num_levels != expected:
+            raise ValueError(
+                f"These FPN anchors are for levels {self.min_level}..{self.max_level} ({expected} maps); "
+                f"the neck gives {num_levels}."
+            )
+        return [self.num_scales * len(self.aspect_ratios)] * num_levels
 
-    @classmethod
-    def from_dict(cls, config):
-        config = dict(config)
-        config["aspect_ratios"] = tuple(config.get("aspect_ratios", cls.aspect_ratios))
-        return cls(**config)
 
-
-def fpn_anchors(feature_shapes, image_size, config=FPNAnchorConfig()):
+def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
     """All anchors of an FPN pyramid, level by level, row-major, anchors innermost.
 
     At cell ``(i, j)`` of level ``l`` (stride ``s = 2^l``) the anchors are
@@ -240,7 +246,7 @@ def fpn_anchors(feature_shapes, image_size, config=FPNAnchorConfig()):
             level ``l`` must be ``ceil(H / 2^l) x ceil(W / 2^l)`` (what
             SAME-padded stride-2 layers give).
         image_size: ``(H, W)`` of the input image in pixels.
-        config: :class:`FPNAnchorConfig`.
+        config: :class:`FPNAnchorGenerator`.
 
     Returns:
         float32 array ``[sum_l h_l * w_l * A, 4]`` of

@@ -1,26 +1,12 @@
 """The Feature Pyramid Network neck (Lin et al. 2017), with RetinaNet's P6/P7 and Faster R-CNN's P6."""
 
-import re
-
 import keras
 from keras import layers, ops
 
+from keras_pyramids.backbones import level_of_key
+
 # How the levels above the backbone's top map are made.
 EXTRA_LEVELS = ("conv_from_input", "conv_from_output", "max_pool")
-
-_LEVEL_KEY = re.compile(r"^[A-Za-z_]*?(\d+)$")
-
-
-def level_of_key(key):
-    """Pyramid level of a backbone map key (``"C4"`` -> 4: stride ``2^4``)."""
-    match = _LEVEL_KEY.match(str(key))
-    if match is None:
-        raise ValueError(
-            f"Cannot read a pyramid level from the key {key!r}; backbone maps are keyed by a letter "
-            "and their level, e.g. 'C3' for stride 8."
-        )
-    return int(match.group(1))
-
 
 def xavier_fill():
     """Caffe2's ``XavierFill`` as detectron2 initialises FPN convs (``c2_xavier_fill``).
