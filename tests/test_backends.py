@@ -22,6 +22,7 @@ pytest.importorskip("jax")
 CASES = {
     "ppn_mobilenet": dict(num_classes=3, image_size=64, depth_multiplier=0.25),
     "m2det_vgg320": dict(num_classes=3, image_size=160, num_tums=2, tum_channels=16, backbone_width=0.125),
+    "retinanet_resnet50_fpn": dict(num_classes=3, image_size=128, fpn_depth=16, head_depth=16),
 }
 
 _JAX_SIDE = r"""

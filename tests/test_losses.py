@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from keras_pyramids.ops.losses import LossConfig, detection_loss, focal_loss, smooth_l1_loss
 
@@ -21,6 +22,12 @@ def test_smooth_l1_hand_worked():
     targets = np.array([[[3.0, 0.0, 0.0, 0.5], [9.0, 9.0, 9.0, 9.0]]], np.float32)
     loss = np.asarray(smooth_l1_loss(targets, np.zeros_like(targets), np.array([[2, -1]])))
     np.testing.assert_allclose(loss, [[2.5 + 0.125, 0.0]], rtol=1e-6)
+    # detectron2's RetinaNet beta 0.1: |3| - 0.05, and 0.5 * 0.05^2 / 0.1 below the transition.
+    targets = np.array([[[3.0, 0.0, 0.0, 0.05]]], np.float32)
+    loss = np.asarray(smooth_l1_loss(targets, np.zeros_like(targets), np.array([[0]]), beta=0.1))
+    np.testing.assert_allclose(loss, [[2.95 + 0.0125]], rtol=1e-5)
+    with pytest.raises(ValueError, match="smooth_l1_beta must be > 0"):
+        LossConfig(smooth_l1_beta=0.0)
 
 
 def test_total_is_normalised_by_matches():

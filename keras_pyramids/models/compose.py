@@ -24,7 +24,7 @@ from typing import Callable
 
 from keras_pyramids.backbones import level_stride
 from keras_pyramids.backbones.mobilenet_v1 import mobilenet_v1
-from keras_pyramids.backbones.resnet import resnet101
+from keras_pyramids.backbones.resnet import resnet50, resnet101
 from keras_pyramids.backbones.vgg import vgg16_reduced
 from keras_pyramids.heads.per_level import PerLevelBoxPredictor
 from keras_pyramids.heads.retinanet import RetinaNetHead
@@ -116,6 +116,7 @@ def _retinanet_head(num_classes, anchors_per_location, **kwargs):
 
 BACKBONES = {
     "mobilenet_v1": mobilenet_v1,
+    "resnet50": resnet50,
     "resnet101": resnet101,
     "vgg16": vgg16_reduced,
 }

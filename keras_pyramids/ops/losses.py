@@ -5,7 +5,7 @@ with alpha = 0.25 and gamma = 2 for box classification" (focal loss: Lin et al.,
 "Focal Loss for Dense Object Detection", equation 5). Both terms are summed over
 anchors and divided by the number of matched anchors, as the reference's
 ``normalize_loss_by_num_matches`` does. The element-wise losses are Keras' own
-(``binary_focal_crossentropy``, ``huber`` with ``delta=1``, which is smooth L1).
+(``binary_focal_crossentropy``; ``huber`` with ``delta = beta``, divided by ``beta``, is smooth L1).
 """
 
 import dataclasses
@@ -16,12 +16,22 @@ from keras import ops
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Weights and focal parameters of :func:`detection_loss`."""
+    """Weights, focal parameters and smooth-L1 transition of :func:`detection_loss`.
+
+    ``smooth_l1_beta`` is where smooth L1 turns from quadratic to linear: 1 in
+    the SSD / PPN reference (Huber, delta 1); detectron2's RetinaNet uses 0.1
+    (``SMOOTH_L1_LOSS_BETA``, with box codes unscaled), Detectron's 0.11.
+    """
 
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     classification_weight: float = 1.0
     localization_weight: float = 1.0
+    smooth_l1_beta: float = 1.0
+
+    def __post_init__(self):
+        if not self.smooth_l1_beta > 0:
+            raise ValueError(f"smooth_l1_beta must be > 0; got {self.smooth_l1_beta}.")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -53,10 +63,15 @@ def focal_loss(class_targets, class_logits, num_classes, alpha=0.25, gamma=2.0):
     return per_anchor * ops.cast(class_targets >= -1, per_anchor.dtype)
 
 
-def smooth_l1_loss(box_targets, box_codes, class_targets):
-    """Per-anchor smooth L1 (Huber, delta 1) summed over the 4 box codes; 0 for unmatched anchors."""
-    per_anchor = 4.0 * keras.losses.huber(
-        ops.cast(box_targets, "float32"), ops.cast(box_codes, "float32"), delta=1.0
+def smooth_l1_loss(box_targets, box_codes, class_targets, beta=1.0):
+    """Per-anchor smooth L1 summed over the 4 box codes; 0 for unmatched anchors.
+
+    Smooth L1 with transition ``beta`` (Fast R-CNN eq. 3 for ``beta = 1``):
+    ``0.5 x^2 / beta`` for ``|x| < beta``, else ``|x| - 0.5 beta``, which is
+    Keras' Huber loss with ``delta = beta`` divided by ``beta``.
+    """
+    per_anchor = 4.0 / beta * keras.losses.huber(
+        ops.cast(box_targets, "float32"), ops.cast(box_codes, "float32"), delta=beta
     )
     return per_anchor * ops.cast(class_targets >= 0, per_anchor.dtype)
 
@@ -79,7 +94,7 @@ def detection_loss(targets, outputs, num_classes, config=LossConfig()):
     class_loss = ops.sum(
         focal_loss(class_targets, outputs["classes"], num_classes, config.focal_alpha, config.focal_gamma)
     )
-    box_loss = ops.sum(smooth_l1_loss(targets["boxes"], outputs["boxes"], class_targets))
+    box_loss = ops.sum(smooth_l1_loss(targets["boxes"], outputs["boxes"], class_targets, config.smooth_l1_beta))
     class_loss = config.classification_weight * class_loss / num_matches
     box_loss = config.localization_weight * box_loss / num_matches
     return class_loss + box_loss, box_loss, class_loss
