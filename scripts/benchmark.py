@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Inference latency and training throughput of ppn_mobilenet and ssd_mobilenet.
+"""Inference latency and training throughput of the zoo's detectors on this machine.
 
 Prints one row per model:
 
@@ -15,7 +15,11 @@ Prints one row per model:
 
 Example::
 
-    python scripts/benchmark.py --image-size 300 --runs 50 --batch-size 16
+    python scripts/benchmark.py --runs 30 --batch-size 8
+    python scripts/benchmark.py --models ppn_mobilenet ssd_mobilenet --image-size 300
+
+Each model runs at its own factory's default size (PPN / SSD 300, RetinaNet
+640) unless ``--image-size`` sets one size for all.
 """
 
 import argparse
@@ -24,6 +28,9 @@ import sys
 import time
 
 import numpy as np
+
+
+DEFAULT_MODELS = ["ppn_mobilenet", "ssd_mobilenet", "retinanet_resnet50_fpn"]
 
 
 def _parse_bool(text):
@@ -69,8 +76,8 @@ def training_throughput(model, batch_size, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["ppn_mobilenet", "ssd_mobilenet"])
-    parser.add_argument("--image-size", type=int, default=300)
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--image-size", type=int, default=None, help="default: each model's own")
     parser.add_argument("--num-classes", type=int, default=90)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -83,25 +90,27 @@ def main(argv=None):
     import keras
 
     from keras_pyramids import build_model, list_models
+    from keras_pyramids.registry import factory_defaults
     from keras_pyramids.training.strategy import default_jit_compile, strategy_device_type
 
-    unknown = [name for name in args.models if name not in list_models()]
+    unknown = [name for name in args.models if name not in list_models("detector")]
     if unknown:
-        print(f"benchmark: error: unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}",
+        print(f"benchmark: error: unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_models('detector'))}",
               file=sys.stderr)
         return 2
     jit_compile = default_jit_compile() if args.jit_compile is None else args.jit_compile
-    size = (args.image_size, args.image_size)
-    print(f"device {strategy_device_type()}, jit_compile={jit_compile}, image {size[0]}x{size[1]}, "
+    print(f"device {strategy_device_type()}, jit_compile={jit_compile}, "
           f"{args.runs} runs after {args.warmup} warm-up")
-    print(f"{'model':<16} {'params':>8} {'latency ms (median)':>20} {'p90 ms':>8} "
+    print(f"{'model':<24} {'image':>9} {'params':>8} {'latency ms (median)':>20} {'p90 ms':>8} "
           f"{'train img/s (batch ' + str(args.batch_size) + ')':>24}")
     for name in args.models:
-        model = build_model(name, num_classes=args.num_classes, image_size=args.image_size)
+        side = args.image_size or factory_defaults(name).get("image_size", 300)
+        model = build_model(name, num_classes=args.num_classes, image_size=side)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit_compile)
-        median, p90 = inference_latency(model, size, args.runs, args.warmup)
+        median, p90 = inference_latency(model, model.image_size, args.runs, args.warmup)
         throughput = training_throughput(model, args.batch_size, args.train_steps) if args.train_steps else float("nan")
-        print(f"{name:<16} {model.count_params() / 1e6:7.2f}M {median * 1e3:20.1f} {p90 * 1e3:8.1f} "
+        size = "x".join(map(str, model.image_size))
+        print(f"{name:<24} {size:>9} {model.count_params() / 1e6:7.2f}M {median * 1e3:20.1f} {p90 * 1e3:8.1f} "
               f"{throughput:24.1f}", flush=True)
     return 0
 

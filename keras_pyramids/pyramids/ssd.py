@@ -68,6 +68,17 @@ class SSDFeatureMaps(keras.layers.Layer):
                 ]
             )
 
+    def build(self, input_shape):
+        missing = [source for source in self.from_layer if source and source not in input_shape]
+        if missing:
+            raise ValueError(f"SSD feature maps need backbone maps {missing}; got {sorted(input_shape)}.")
+        shape = None
+        for source, blocks in zip(self.from_layer, self.extra):
+            shape = tuple(input_shape[source]) if source else shape
+            for block in blocks:
+                block.build(shape)
+                shape = block.compute_output_shape(shape)
+
     def call(self, endpoints, training=None):
         maps = []
         for i, source in enumerate(self.from_layer):
