@@ -70,3 +70,17 @@ def test_config_round_trip():
     as_json = {**config.get_config(), "aspect_ratios": [1.0, 3.0]}  # lists, as a JSON config gives them
     assert FPNAnchorGenerator.coerce(as_json) == config
     assert FPNAnchorGenerator.coerce({"num_scales": 1}) == FPNAnchorGenerator(num_scales=1)
+
+
+def test_explicit_sizes_give_faster_rcnn_c4_anchors():
+    # One stride-16 level, sides 32..512 x ratios 0.5, 1, 2 (15 per location), as detectron2's C4 RPN.
+    config = FPNAnchorGenerator(min_level=4, max_level=4, sizes=(32, 64, 128, 256, 512))
+    assert config.anchors_per_location(1) == [15]
+    anchors = config([(2, 3)], (32, 48)) * np.array([32, 48, 32, 48])
+    assert anchors.shape == (2 * 3 * 15, 4)
+    first = anchors[:15]  # cell (0, 0), centred at (8, 8)
+    heights, widths = first[:, 2] - first[:, 0], first[:, 3] - first[:, 1]
+    np.testing.assert_allclose(np.sqrt(heights * widths), np.repeat([32, 64, 128, 256, 512], 3), rtol=1e-5)
+    np.testing.assert_allclose(widths / heights, np.tile([0.5, 1.0, 2.0], 5), rtol=1e-5)
+    np.testing.assert_allclose((first[:, 0] + first[:, 2]) / 2, 8.0, atol=1e-4)
+    assert FPNAnchorGenerator.coerce(config.get_config()) == config

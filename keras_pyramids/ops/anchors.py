@@ -195,6 +195,11 @@ class FPNAnchorGenerator(_DataclassGenerator):
             use height / width, which for the symmetric (0.5, 1, 2) gives the
             same anchors in another order).
         anchor_size: base anchor side in strides.
+        sizes: explicit anchor sides in pixels, the same on every level,
+            replacing ``anchor_size * 2^l * 2^(k / num_scales)``: Faster R-CNN's
+            C4 RPN has ``(32, 64, 128, 256, 512)`` on its one stride-16 level
+            (Faster R-CNN section 3.1.1: "3 scales and 3 aspect ratios", five
+            scales in detectron2's and the Model Garden's C4 configs).
     """
 
     min_level: int = 3
@@ -202,9 +207,14 @@ class FPNAnchorGenerator(_DataclassGenerator):
     num_scales: int = 3
     aspect_ratios: tuple = (0.5, 1.0, 2.0)
     anchor_size: float = 4.0
+    sizes: tuple = None
 
     def __post_init__(self):
         object.__setattr__(self, "aspect_ratios", tuple(float(r) for r in self.aspect_ratios))
+        if self.sizes is not None:
+            object.__setattr__(self, "sizes", tuple(float(size) for size in self.sizes))
+            if not self.sizes or min(self.sizes) <= 0:
+                raise ValueError(f"Anchor sizes must be positive pixel sides; got {self.sizes}.")
         if self.min_level > self.max_level:
             raise ValueError(f"min_level {self.min_level} is above max_level {self.max_level}.")
         if self.num_scales < 1 or not self.aspect_ratios:
@@ -224,7 +234,13 @@ class FPNAnchorGenerator(_DataclassGenerator):
                 f"These FPN anchors are for levels {self.min_level}..{self.max_level} ({expected} maps); "
                 f"the neck gives {num_levels}."
             )
-        return [self.num_scales * len(self.aspect_ratios)] * num_levels
+        return [len(self._sides(2 ** self.min_level)) * len(self.aspect_ratios)] * num_levels
+
+    def _sides(self, stride):
+        """Anchor sides in pixels at one location of a level of ``stride``."""
+        if self.sizes is not None:
+            return np.asarray(self.sizes, np.float64)
+        return self.anchor_size * stride * 2.0 ** (np.arange(self.num_scales) / self.num_scales)
 
 
 def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
@@ -259,10 +275,7 @@ def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
             f"fpn_anchors got {len(feature_shapes)} feature maps for levels "
             f"{config.min_level}..{config.max_level} ({len(levels)} levels)."
         )
-    side_factors = config.anchor_size * 2.0 ** (np.arange(config.num_scales) / config.num_scales)
     ratios = np.sqrt(np.asarray(config.aspect_ratios, np.float64))
-    half_heights = (side_factors[:, None] / ratios[None, :]).reshape(-1) / 2
-    half_widths = (side_factors[:, None] * ratios[None, :]).reshape(-1) / 2
     all_anchors = []
     for level, (h, w) in zip(levels, feature_shapes):
         stride = 2**level
@@ -274,7 +287,9 @@ def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
             )
         cy, cx = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
         cy, cx = cy[:, :, None], cx[:, :, None]
-        dy, dx = half_heights * stride, half_widths * stride
+        sides = config._sides(stride)
+        dy = (sides[:, None] / ratios[None, :]).reshape(-1) / 2
+        dx = (sides[:, None] * ratios[None, :]).reshape(-1) / 2
         boxes = np.stack(
             np.broadcast_arrays(
                 (cy - dy) / image_h, (cx - dx) / image_w, (cy + dy) / image_h, (cx + dx) / image_w
