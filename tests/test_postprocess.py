@@ -56,3 +56,19 @@ def test_top_k_per_level_keeps_each_levels_best_anchors():
     np.testing.assert_allclose(out["scores"][0, :4], [0.9, 0.8, 0.15, 0.1], rtol=1e-6)
     with pytest.raises(ValueError, match="level_sizes"):
         layer(boxes, scores, level_sizes=[4, 1])
+
+
+def test_class_specific_boxes_are_suppressed_per_class():
+    # Two candidates, two classes; each class has its own box per candidate.
+    boxes = np.array([[[[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]],
+                       [[0, 0, 0.5, 0.52], [0, 0.5, 0.5, 1]]]], np.float32)  # [1, 2, 2, 4]
+    scores = np.array([[[0.9, 0.8], [0.7, 0.6]]], np.float32)
+    layer = DetectionPostProcessor(score_threshold=0.5, max_detections=4)
+    out = {k: np.asarray(v) for k, v in layer(boxes, scores).items()}
+    # Class 0: candidate 1's box overlaps candidate 0's (IoU 0.96) and goes; class 1: disjoint, both stay.
+    assert out["num_detections"][0] == 3
+    np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.8, 0.6], rtol=1e-6)
+    np.testing.assert_array_equal(out["classes"][0, :3], [0, 1, 1])
+    np.testing.assert_allclose(out["boxes"][0, 1], [0.5, 0.5, 1, 1])
+    with pytest.raises(ValueError, match="class-specific boxes need 'hard'"):
+        DetectionPostProcessor(nms="soft_linear")(boxes, scores)

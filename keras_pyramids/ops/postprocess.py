@@ -42,7 +42,9 @@ class DetectionPostProcessor(keras.layers.Layer):
     when one anchor scores high for several classes.
 
     Call arguments:
-        boxes: ``[B, N, 4]`` decoded boxes, normalised ``[ymin, xmin, ymax, xmax]``.
+        boxes: ``[B, N, 4]`` decoded boxes, normalised ``[ymin, xmin, ymax, xmax]``,
+            or ``[B, N, C, 4]`` one box per class (a two-stage detector's
+            class-specific regression; hard NMS only).
         scores: ``[B, N, C]`` class scores in ``[0, 1]``.
         level_sizes: anchors per pyramid level (python ints summing to ``N``);
             needed with ``pre_nms_top_k_per_level``.
@@ -92,10 +94,13 @@ class DetectionPostProcessor(keras.layers.Layer):
         scores = ops.cast(scores, "float32")
         if self.pre_nms_top_k_per_level is not None:
             boxes, scores = self._top_k_per_level(boxes, scores, level_sizes)
+        class_specific = len(boxes.shape) == 4
         if self.nms != "hard":
+            if class_specific:
+                raise ValueError(f"nms={self.nms!r} takes one box per candidate; class-specific boxes need 'hard'.")
             return self._soft_nms(boxes, scores)
         nmsed = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :],
+            boxes if class_specific else boxes[:, :, None, :],
             scores,
             max_output_size_per_class=self.max_detections_per_class,
             max_total_size=self.max_detections,
