@@ -128,3 +128,34 @@ def test_fpn_and_retinanet_head_on_mobilenet_train_a_step():
     with pytest.raises(ValueError, match="multiples of 32"):
         build_single_shot_detector("mobilenet_v1", "fpn", "retinanet", num_classes=2, image_size=100,
                                    backbone_kwargs={"depth_multiplier": 0.25})
+
+
+def _one_step(model, box=(0.2, 0.2, 0.6, 0.7)):
+    images = np.random.default_rng(2).uniform(0, 255, (2, *model.image_size, 3)).astype(np.float32)
+    assigner = model.target_assigner()
+    targets = [assigner(np.array([box], np.float32), np.array([0])) for _ in range(2)]
+    batch = {k: np.stack([t[k].numpy() for t in targets]) for k in ("boxes", "classes")}
+    model.compile(optimizer="adam", jit_compile=False)
+    return model.train_on_batch(images, batch, return_dict=True)
+
+
+@pytest.mark.slow
+def test_ppn_pooling_pyramid_on_resnet50_trains_a_step():
+    model = build_single_shot_detector("resnet50", "ppn", "shared", num_classes=2, image_size=64,
+                                       neck_kwargs={"num_levels": 3}, head_kwargs={"depth": 32})
+    assert model.feature_shapes == [(4, 4), (2, 2), (1, 1)] and model.name == "ppn_resnet50"
+    assert model.backbone.output["C4"].shape[-1] == 1024
+    logs = _one_step(model)
+    assert np.isfinite(logs["loss"]) and logs["class_loss"] > 0
+
+
+@pytest.mark.slow
+def test_mlfpn_on_resnet50_trains_a_step():
+    model = build_single_shot_detector(
+        "resnet50", "mlfpn", "per_level", num_classes=2, image_size=160,
+        neck_kwargs={"num_levels": 1, "tum_channels": 16, "num_scales": 4},
+        head_kwargs={"kernel_size": 3},
+    )
+    assert model.feature_shapes == [(20, 20), (10, 10), (5, 5), (3, 3)]
+    logs = _one_step(model)
+    assert np.isfinite(logs["loss"])

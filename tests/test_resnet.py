@@ -100,24 +100,24 @@ def test_only_the_stages_up_to_the_deepest_key_are_built():
 
 def test_dilated_stage_keeps_the_size():
     model = resnet_lib.resnet50(
-        (SIZE, SIZE, 3), outputs=("C4", "C5"), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)
+        (SIZE, SIZE, 3), outputs=("C4", "C4b"), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)
     )
     assert tuple(model.output["C4"].shape[1:]) == (4, 4, 1024)
-    assert tuple(model.output["C5"].shape[1:]) == (4, 4, 2048)  # stride 16
+    assert tuple(model.output["C4b"].shape[1:]) == (4, 4, 2048)  # conv5_x kept at stride 16
     assert all(block.conv2.dilation_rate == (2, 2) for block in model.get_layer("conv5").blocks)
     assert model.get_layer("conv4").blocks[0].conv2.dilation_rate == (1, 1)
     out = model(images(1), training=False)
-    assert out["C5"].shape == (1, 4, 4, 2048)
+    assert out["C4b"].shape == (1, 4, 4, 2048)
 
 
 def test_extra_stages_shapes_and_blocks():
     model = resnet_lib.resnet50(
         (SIZE, SIZE, 3),
-        outputs=("C5", "C6", "C7"),
+        outputs=("C5", "C6", "C6b"),
         extra_stages=(resnet_lib.IPG_EXTRA_STAGE, {"filters": 256, "stride": 1, "dilation": 2}),
     )
     assert tuple(model.output["C6"].shape[1:]) == (1, 1, 2048)  # stride 64, IPG-Net: 2 blocks
-    assert tuple(model.output["C7"].shape[1:]) == (1, 1, 1024)  # kept size, DetNet-style
+    assert tuple(model.output["C6b"].shape[1:]) == (1, 1, 1024)  # conv7 keeps stride 64, DetNet-style
     conv6, conv7 = model.get_layer("conv6"), model.get_layer("conv7")
     assert len(conv6.blocks) == len(conv7.blocks) == 2
     assert conv6.blocks[0].projection and not conv6.blocks[1].projection
@@ -174,7 +174,7 @@ def test_names_are_stable_across_rebuilds_and_weights_move_by_name():
     keras.utils.set_random_seed(1)
     source = resnet_lib.resnet50((SIZE, SIZE, 3), outputs=("C4", "C5"))
     target = resnet_lib.resnet50(
-        (SIZE, SIZE, 3), outputs=("C4", "C5"), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), freeze_at=1
+        (SIZE, SIZE, 3), outputs=("C4", "C4b"), strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), freeze_at=1
     )
     assert list(resnet_lib.named_weights(source)) == list(resnet_lib.named_weights(target))
     report = resnet_lib.copy_weights(source, target)
@@ -217,10 +217,11 @@ def test_keras_round_trip_with_a_registered_conv3x3(tmp_path):
     "kwargs, message",
     [
         ({"depth": 34}, "Unknown ResNet depth 34"),
-        ({"outputs": ("P3",)}, "Unknown ResNet output key 'P3'"),
-        ({"outputs": ("C1",)}, "Unknown ResNet output key 'C1'"),
-        ({"outputs": ("C6",)}, "'C6' is deeper than the network"),
-        ({"outputs": ("C7",), "extra_stages": 1}, "'C7' is deeper than the network"),
+        ({"outputs": ("P3",)}, r"Unknown ResNet output key\(s\) \['P3'\]"),
+        ({"outputs": ("C1",)}, r"Unknown ResNet output key\(s\) \['C1'\]"),
+        ({"outputs": ("C6",)}, "stages give C2, C3, C4, C5 .*add extra_stages"),
+        ({"outputs": ("C7",), "extra_stages": 1}, "stages give C2, C3, C4, C5, C6 "),
+        ({"outputs": ("C5",), "strides": (1, 2, 2, 1), "dilations": (1, 1, 1, 2)}, "stages give C2, C3, C4, C4b "),
         ({"outputs": "C5"}, "non-empty sequence"),
         ({"conv3x3": "nope"}, "Unknown conv3x3 'nope'"),
         ({"conv3x3": ("conv", "conv")}, "one value per stage"),

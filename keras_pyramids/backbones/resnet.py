@@ -14,9 +14,10 @@ The network is built from three small layers, :class:`ResNetStem`
 :class:`BottleneckBlock`, and re-wired through :func:`resnet`:
 
 - per-stage stride and dilation: a stage can keep its input size
-  (DetNet-style, stride 1 and dilation 2), e.g. ``C5`` at stride 16;
-- extra stages after ``conv5`` (``conv6``, ``conv7``, ..., keys ``"C6"``,
-  ``"C7"``): IPG-Net section 3.4 adds stages of two bottleneck blocks (see
+  (DetNet-style, stride 1 and dilation 2), e.g. ``conv5_x`` at stride 16,
+  returned as ``"C4b"`` (keys name strides, see below);
+- extra stages after ``conv5`` (``conv6``, ``conv7``, ...; a stride-2 one
+  after a standard ``conv5`` is ``"C6"``): IPG-Net section 3.4 adds stages of two bottleneck blocks (see
   :data:`IPG_EXTRA_STAGE` for what the paper fixes and what it leaves open);
 - the 3x3 convolution of each stage comes from a named factory
   (:func:`register_conv3x3`), so POD can swap in its scale-learning
@@ -40,9 +41,11 @@ bias folded into the following batch norm
 Backbone contract: the model takes float RGB images ``[B, H, W, 3]`` in
 ``[0, 255]`` (it converts them to the Caffe BGR-minus-mean input the
 ``keras.applications`` weights expect) and returns ``{key: [B, h, w, c]}``
-with keys ``"C2"`` .. ``"C5"`` for ``conv2_x`` .. ``conv5_x`` (stride 4 .. 32
-by default, 256 .. 2048 channels) and ``"C6"``, ... for extra stages. A key's
-stride is the input size over the map size.
+keyed by stride as :mod:`keras_pyramids.backbones` defines: ``"C2"`` ..
+``"C5"`` for ``conv2_x`` .. ``conv5_x`` with the standard strides (4 .. 32,
+256 .. 2048 channels); a stage that keeps its input's stride gets the next
+letter (``"C4b"`` for a dilated ``conv5_x``), so a key's number always gives
+its stride ``2^k``.
 """
 
 import dataclasses
@@ -54,6 +57,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_pyramids.backbones import level_keys
 from keras_pyramids.backbones.vgg import CaffePreprocess
 
 # Table 1: bottleneck blocks per stage conv2_x .. conv5_x.
@@ -79,7 +83,6 @@ STEM_STRIDE = 4
 # last width for its extra stages; ``filters=1024`` follows the caption's
 # doubling instead.
 IPG_EXTRA_STAGE = {"filters": 512, "blocks": 2, "stride": 2, "dilation": 1}
-_LEVEL_KEY = re.compile(r"^C(\d+)$")
 
 _CONV3X3_FACTORIES = {}
 
@@ -492,20 +495,21 @@ def resnet(
         input_shape: ``(H, W, 3)``; float RGB images in ``[0, 255]``. ``H``/``W``
             may be ``None``, but detectors need them fixed (strides come from
             static shapes).
-        outputs: keys among ``"C2"`` .. ``"C5"`` (``conv2_x`` .. ``conv5_x``,
-            256, 512, 1024, 2048 channels) and ``"C6"``, ... (extra stages).
-            Only the stages up to the deepest requested key are built.
+        outputs: keys of the stages to return, named by their stride
+            (``"C2"`` .. ``"C5"`` for ``conv2_x`` .. ``conv5_x`` by default;
+            ``"C4b"`` for a ``conv5_x`` kept at stride 16; ``"C6"`` ... for
+            extra stages). Only the stages up to the deepest requested key are built.
         strides: stride of ``conv2`` .. ``conv5`` (after the stride-4 stem);
             Table 1 has ``(1, 2, 2, 2)``.
         dilations: dilation of the 3x3 convolutions of ``conv2`` .. ``conv5``.
-            ``strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)`` keeps ``C5`` at
-            stride 16 (DetNet / detectron2 ``RES5_DILATION=2``).
+            ``strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)`` keeps ``conv5_x``
+            at stride 16, key ``"C4b"`` (DetNet / detectron2 ``RES5_DILATION=2``).
         extra_stages: stages appended after ``conv5``: an int ``n`` (``n``
             copies of :data:`IPG_EXTRA_STAGE`: two blocks of width 512, stride
             2) or a sequence of dicts with keys ``filters`` (bottleneck width;
             output ``4 * filters`` channels), ``blocks``, ``stride``,
-            ``dilation``, defaulting to :data:`IPG_EXTRA_STAGE`. Stage
-            ``5 + i`` returns key ``"C{5 + i}"``.
+            ``dilation``, defaulting to :data:`IPG_EXTRA_STAGE`; keyed by
+            their stride like the others.
         conv3x3: name of the 3x3 convolution factory (:func:`register_conv3x3`)
             for every stage, or a tuple with one name per stage (``conv2`` ..
             the last extra stage).
@@ -541,20 +545,18 @@ def resnet(
     conv3x3 = _per_stage(conv3x3, num_stages, "conv3x3", lambda v, what: v)
     for conv_name in conv3x3:
         _conv3x3_factory(conv_name)
-    last_key = f"C{num_stages + 1}"
+    stage_strides = list(strides) + [spec["stride"] for spec in extras]
+    keys = level_keys(STEM_STRIDE * np.cumprod(stage_strides))
     if isinstance(outputs, str) or not outputs:
         raise ValueError(f"outputs must be a non-empty sequence of keys like ('C3', 'C4', 'C5'); got {outputs!r}.")
-    levels = []
-    for key in outputs:
-        match = _LEVEL_KEY.match(key) if isinstance(key, str) else None
-        if match is None or int(match.group(1)) < 2:
-            raise ValueError(f"Unknown ResNet output key {key!r}; keys are 'C2' .. {last_key!r}.")
-        if int(match.group(1)) > num_stages + 1:
-            raise ValueError(
-                f"Output {key!r} is deeper than the network: it has stages up to {last_key!r} "
-                f"({len(extras)} extra stages); add extra_stages to build {key!r}."
-            )
-        levels.append(int(match.group(1)))
+    unknown = [key for key in outputs if key not in keys]
+    if unknown:
+        raise ValueError(
+            f"Unknown ResNet output key(s) {unknown}: with these strides and {len(extras)} extra stage(s) the "
+            f"stages give {', '.join(keys)} (a key names the stride, 'C<k>' = 2^k; a stage that keeps the "
+            "stride adds a letter; add extra_stages for deeper keys)."
+        )
+    levels = [keys.index(key) + 2 for key in outputs]
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs has repeated keys: {outputs!r}.")
     if isinstance(freeze_at, bool) or not isinstance(freeze_at, (int, np.integer)) or not 0 <= freeze_at <= num_stages + 1:
@@ -597,7 +599,7 @@ def resnet(
         )
         x = stage(x)
         built.append(stage)
-        features[f"C{level}"] = x
+        features[keys[index]] = x
     for layer in built[:freeze_at]:
         layer.trainable = False
     model = keras.Model(images, {key: features[key] for key in outputs}, name=name or f"resnet{depth}")
