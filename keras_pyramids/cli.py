@@ -26,7 +26,7 @@ import typing
 # (keras_pyramids.startup), so the imports below can stay at module level.
 from keras_pyramids import export
 from keras_pyramids.data import load_dataset
-from keras_pyramids.evaluation import STAT_NAMES, evaluate_detector
+from keras_pyramids.evaluation import describe_metrics, evaluate_detector
 from keras_pyramids.registry import build_model, list_models
 from keras_pyramids.report import format_report, model_report
 from keras_pyramids.saving import load_model
@@ -102,6 +102,7 @@ def _add_train_config_flags(parser):
         "dataset_kwargs": dict(type=_parse_json_object, metavar="JSON"),
         "jit_compile": dict(type=_parse_optional_bool, metavar="true|false|auto"),
         "augment": dict(action=argparse.BooleanOptionalAction),
+        "allow_eval_on_train": dict(action="store_true"),
     }
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -134,10 +135,7 @@ def _train_config_from_args(args):
 
 
 def _print_metrics(metrics, split):
-    print(f"COCO metrics on {split} ({metrics.get('num_images', '?')} images, "
-          f"{metrics.get('num_detections', '?')} detections; -1 = no ground truth of that size):")
-    print("  " + "  ".join(f"{name:>6}" for name in STAT_NAMES[:6]))
-    print("  " + "  ".join(f"{metrics[name]:6.3f}" for name in STAT_NAMES[:6]))
+    print(describe_metrics(metrics, split))
 
 
 def cmd_train(args):
@@ -179,14 +177,18 @@ def cmd_evaluate(args):
     dataset_kwargs = args.dataset_kwargs if args.dataset_kwargs is not None else (
         run_config.get("dataset_kwargs", {}) if dataset == run_config.get("dataset") else {})
 
+    if not os.path.isfile(args.model_path):
+        raise FileNotFoundError(f"Model file {args.model_path} does not exist.")
+    data = load_dataset(dataset, split, data_dir=data_dir, **dataset_kwargs)  # data errors first
     model = load_model(args.model_path)
-    data = load_dataset(dataset, split, data_dir=data_dir, **dataset_kwargs)
     if getattr(model, "num_classes", data.num_classes) != data.num_classes:
         raise CliError(f"The model predicts {model.num_classes} classes but {dataset}:{split} has "
                        f"{data.num_classes}.")
     model.jit_compile = default_jit_compile()
     metrics = evaluate_detector(model, data, batch_size=args.batch_size,
-                                max_examples=args.max_examples, verbose=args.verbose)
+                                max_examples=args.max_examples, verbose=args.verbose,
+                                protocol=args.protocol or (run_config.get("eval_protocol")
+                                                           if dataset == run_config.get("dataset") else None))
     _print_metrics(metrics, f"{dataset}:{split}")
     if args.png:
         print(f"detections: {save_detections_png(model, data, args.png, num_images=args.num_images)}")
@@ -265,6 +267,10 @@ def build_parser():
     evaluate.add_argument("--png", help="also draw detections on a few images into this new PNG")
     evaluate.add_argument("--num-images", type=int, default=6)
     evaluate.add_argument("--output-json", help="write the metrics to this new JSON file")
+    evaluate.add_argument("--protocol",
+                          help="coco (pycocotools), voc2007 (VOC AP at IoU 0.5, 11-point) or voc2010 "
+                               "(area under the curve); default: the run's, else the dataset's "
+                               "(voc2007 for voc/2007, coco otherwise)")
     evaluate.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
     evaluate.set_defaults(func=cmd_evaluate)
 

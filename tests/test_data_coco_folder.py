@@ -1,4 +1,4 @@
-"""COCO folders: round trip with the shapes dataset, ground truth dict, and named errors."""
+"""COCO folders: splits and layouts, round trip with the shapes dataset, ground truth, named errors."""
 
 import json
 import os
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_pyramids.data import load_dataset
+from keras_pyramids.data import check_distinct, image_check, load_dataset, shared_images
+from keras_pyramids.data.coco_format import ground_truth_from_examples
 from keras_pyramids.data.coco_folder import load_coco_folder, to_coco_ground_truth, write_coco_folder
 
 
@@ -17,8 +18,8 @@ def shapes_data():
 
 
 def test_round_trip_through_coco_folder(tmp_path, shapes_data):
-    path = write_coco_folder(shapes_data, str(tmp_path))
-    assert path == os.path.join(str(tmp_path), "annotations.json")
+    path = write_coco_folder(shapes_data, str(tmp_path), split="validation")
+    assert path == os.path.join(str(tmp_path), "validation", "annotations.json")
     loaded = load_dataset("coco_folder", "validation", data_dir=str(tmp_path))
     assert loaded.class_names == shapes_data.class_names
     assert loaded.category_ids == [0, 1, 2, 3] and loaded.num_examples == 6
@@ -52,7 +53,12 @@ def test_coco_ground_truth_in_pixels(shapes_data):
 
     gt = to_coco_ground_truth(shapes_data)
     first = next(shapes_data.examples.as_numpy_iterator())
-    assert gt["images"][0] == {"id": 1, "width": 64, "height": 64, "file_name": "000000000001.png"}
+    assert gt["images"][0] == {"id": 1, "width": 64, "height": 64}
+    # The shapes source's own ground truth (no decoding) is what decoding every example gives.
+    decoded = ground_truth_from_examples(shapes_data)
+    assert [dict(i, file_name=None) for i in gt["images"]] == [
+        dict(i, file_name=None) for i in decoded["images"]]
+    assert gt["annotations"] == decoded["annotations"] and gt["categories"] == decoded["categories"]
     first_annotations = [a for a in gt["annotations"] if a["image_id"] == 1]
     assert len(first_annotations) == len(first["boxes"])
     for annotation, box, cls in zip(first_annotations, first["boxes"], first["classes"]):
@@ -133,7 +139,7 @@ def test_missing_files_are_named(tmp_path):
     _write_folder(str(tmp_path), GOOD, make_files=False)
     with pytest.raises(FileNotFoundError, match="a.png"):
         load_coco_folder(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="annotations.json"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         load_coco_folder(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_coco_folder(annotation_file=str(tmp_path / "missing.json"), image_dir=str(tmp_path))
@@ -150,6 +156,94 @@ def test_wrong_image_size_and_bad_json(tmp_path):
     (tmp_path / "annotations.json").write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="no 'categories' field"):
         load_coco_folder(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "categories, message",
+    [
+        ([], r"annotations.json: the 'categories' list is empty"),
+        ([{"id": 3, "name": "cat"}, {"name": "dog"}], r"category #1 \{'name': 'dog'\} has no 'id' field"),
+        ([{"id": 3}, {"id": "11"}], r"category #1 has id '11'; ids must be integers"),
+        ([{"id": 3}, {"id": 3}], r"category id 3 appears twice"),
+    ],
+)
+def test_bad_categories_are_named(tmp_path, categories, message):
+    path = _write_folder(str(tmp_path), [], categories=[{"id": 0}])
+    with open(os.path.join(path, "annotations.json")) as f:
+        coco = json.load(f)
+    coco["categories"] = categories
+    with open(os.path.join(path, "annotations.json"), "w") as f:
+        json.dump(coco, f)
+    with pytest.raises(ValueError, match=message):
+        load_coco_folder(path)
+
+
+def test_one_annotation_file_is_one_split(tmp_path):
+    _write_folder(str(tmp_path), GOOD)
+    # Before: any split name loaded the same file, so "validation" metrics came
+    # from the training images.
+    with pytest.raises(ValueError, match=r"No split 'validation' in COCO folder .*its split\(s\): 'train' "
+                                         r"\(.*annotations.json\)"):
+        load_dataset("coco_folder", "validation", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"No split 'trian'.*Did you mean 'train'\?"):
+        load_dataset("coco_folder", "trian", data_dir=str(tmp_path))
+    train = load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    assert load_coco_folder(str(tmp_path)).num_examples == train.num_examples == 2  # split=None: the only one
+
+
+def test_evaluating_on_training_images_is_refused_unless_allowed(tmp_path, shapes_data):
+    # The same pictures written twice are different files: the splits share no image.
+    write_coco_folder(shapes_data, str(tmp_path), split="train")
+    write_coco_folder(shapes_data, str(tmp_path), split="validation")
+    train = load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    validation = load_dataset("coco_folder", "validation", data_dir=str(tmp_path))
+    assert shared_images(train, validation) == 0
+    check_distinct(train, validation)
+    again = load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"shares 6 images with the training data.*allow_eval_on_train"):
+        check_distinct(train, again)
+    check_distinct(train, again, allow_shared=True)
+    # Another annotation file over the same image files shares them too.
+    other = load_dataset("coco_folder", "x", annotation_file=str(tmp_path / "train" / "annotations.json"),
+                         image_dir=str(tmp_path / "train" / "images"))
+    assert shared_images(train, other) == 6
+    # Shapes splits never share images; the same split does.
+    assert shared_images(shapes_data, load_dataset("shapes", "train", num_examples=6, image_size=64, seed=2)) == 0
+    assert shared_images(shapes_data, load_dataset("shapes", "validation", num_examples=3, image_size=64,
+                                                   seed=2)) == 3
+
+
+def test_truncated_jpeg_is_named_when_the_folder_is_loaded(tmp_path):
+    _write_folder(str(tmp_path), GOOD)
+    path = tmp_path / "images" / "b.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)).save(path, "JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    # Only the header was read before: this loaded, and training died later
+    # inside TensorFlow without naming the file.
+    with pytest.raises(ValueError, match=r"1 bad image file\(s\): image id 9: .*b.jpg is a truncated or "
+                                         r"corrupt JPEG"):
+        load_coco_folder(str(tmp_path))
+    (tmp_path / "images" / "a.png").write_bytes(b"GIF89a" + bytes(40))
+    with pytest.raises(ValueError, match=r"2 bad image file\(s\): image id 7: .*a.png is a GIF file; only "
+                                         r"JPEG and PNG"):
+        load_coco_folder(str(tmp_path))
+
+
+def test_images_are_decoded_once_then_cached(tmp_path, monkeypatch):
+    _write_folder(str(tmp_path), GOOD)
+    decoded = []
+    original = image_check.decode_check
+    monkeypatch.setattr(image_check, "decode_check", lambda path: decoded.append(path) or original(path))
+    load_coco_folder(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in decoded) == ["a.png", "b.jpg"]
+    load_coco_folder(str(tmp_path))
+    assert len(decoded) == 2  # unchanged files are not decoded again
+    # A changed file is checked again (and a broken one is caught).
+    (tmp_path / "images" / "b.jpg").write_bytes(b"\xff\xd8\xff" + bytes(20))
+    with pytest.raises(ValueError, match="b.jpg is a truncated or corrupt JPEG"):
+        load_coco_folder(str(tmp_path))
+    assert os.path.basename(decoded[-1]) == "b.jpg" and len(decoded) == 3
 
 
 def test_official_coco_layout(tmp_path):

@@ -1,7 +1,10 @@
 """TFDS coco/2017 and voc/2007 conversion, on TFDS' own mock data (no download)."""
 
+import functools
+
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_pyramids.ops.anchors import ssd_anchors
@@ -56,3 +59,96 @@ def test_missing_tfds_dataset_is_not_downloaded(tmp_path):
     with pytest.raises(FileNotFoundError, match="not prepared.*download=True"):
         load_dataset("voc/2007", "test", data_dir=str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+# -- Evaluation ground truth from TFDS records, without decoding images --------------
+#
+# TFDS' random mock data cannot be read with the image left encoded (its
+# encoder refuses the random per-field object counts), so these tests give
+# `tfds.testing.mock_data` records of their own with known values; they go
+# through TFDS' real feature encoding and decoding, like prepared data.
+
+def _mock_reader(examples):
+    """``as_dataset_fn`` for ``tfds.testing.mock_data`` serving ``examples`` (any split)."""
+
+    def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+        features = self.info.features
+        specs = features.get_serialized_info()
+        encoded = tf.data.Dataset.from_generator(
+            lambda: (features.encode_example(example) for example in examples),
+            output_types=tf.nest.map_structure(lambda spec: spec.dtype, specs),
+            output_shapes=tf.nest.map_structure(lambda spec: spec.shape, specs),
+        )
+        return encoded.map(functools.partial(features.decode_example, decoders=decoders))
+
+    return as_dataset
+
+
+@pytest.fixture
+def image_decodes(monkeypatch):
+    """Counts how often TFDS' image feature decodes (traced once per pipeline that decodes)."""
+    calls = []
+    original = tfds.features.Image.decode_example
+    monkeypatch.setattr(tfds.features.Image, "decode_example",
+                        lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs))
+    return calls
+
+
+def _image(height, width, seed):
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+COCO_EXAMPLES = [
+    {"image": _image(40, 60, 0), "image/filename": "a.jpg", "image/id": 139,
+     "objects": {"id": [5, 6], "area": [301, 1200], "is_crowd": [False, True], "label": [0, 79],
+                 "bbox": np.array([[0.25, 0.1, 0.75, 0.5], [0.0, 0.0, 1.0, 1.0]], np.float32)}},
+    {"image": _image(30, 20, 1), "image/filename": "b.jpg", "image/id": 7,
+     "objects": {"id": np.zeros(0, np.int64), "area": np.zeros(0, np.int64), "is_crowd": np.zeros(0, bool),
+                 "label": np.zeros(0, np.int64), "bbox": np.zeros((0, 4), np.float32)}},
+]
+
+
+def test_coco_ground_truth_keeps_ids_areas_and_crowd_without_decoding(tmp_path, image_decodes):
+    with tfds.testing.mock_data(as_dataset_fn=_mock_reader(COCO_EXAMPLES)):
+        data = load_dataset("coco/2017", "validation", data_dir=str(tmp_path))
+        assert data.protocol == "coco"
+        assert image_decodes  # the examples' pipeline decodes (traced when it is built)
+        decodes = len(image_decodes)
+        ground_truth = data.coco_ground_truth()
+        assert len(image_decodes) == decodes  # the ground truth's pipeline decodes no image
+        assert ground_truth["images"] == [{"id": 139, "width": 60, "height": 40},
+                                          {"id": 7, "width": 20, "height": 30}]
+        person, crowd = ground_truth["annotations"]
+        assert (person["id"], person["category_id"], person["area"], person["iscrowd"]) == (5, 1, 301.0, 0)
+        np.testing.assert_allclose(person["bbox"], [6.0, 10.0, 24.0, 20.0], atol=1e-4)
+        assert (crowd["id"], crowd["category_id"], crowd["area"], crowd["iscrowd"]) == (6, 90, 1200.0, 1)
+        # Training examples never hold the crowd region.
+        first, second = list(data.examples.as_numpy_iterator())
+        np.testing.assert_array_equal(first["classes"], [0])
+        assert first["image"].shape == (40, 60, 3) and second["boxes"].shape == (0, 4)
+
+
+VOC_EXAMPLES = [
+    {"image": _image(50, 100, 2), "image/filename": "000001.jpg",
+     "objects": {"label": [14, 11], "pose": [0, 1], "is_truncated": [False, False],
+                 "is_difficult": [False, True],
+                 # VOC pixels (1-based, inclusive) 11..60 x 6..30, as TFDS divides them.
+                 "bbox": np.array([[6 / 50, 11 / 100, 30 / 50, 60 / 100], [0.1, 0.1, 0.5, 0.5]], np.float32)},
+     "labels": [11, 14], "labels_no_difficult": [14]},
+]
+
+
+def test_voc_ground_truth_flags_difficult_and_uses_continuous_pixels(tmp_path, image_decodes):
+    with tfds.testing.mock_data(as_dataset_fn=_mock_reader(VOC_EXAMPLES)):
+        data = load_dataset("voc/2007", "test", data_dir=str(tmp_path))
+        assert data.protocol == "voc2007"
+        decodes = len(image_decodes)
+        ground_truth = data.coco_ground_truth()
+        assert len(image_decodes) == decodes and ground_truth["images"] == [{"id": 1, "width": 100, "height": 50}]
+        person, dog = ground_truth["annotations"]
+        assert (person["category_id"], person["difficult"], dog["category_id"], dog["difficult"]) == (14, 0, 11, 1)
+        # The box covers pixels 11..60 and 6..30: 50 x 25 pixels from (10, 5).
+        np.testing.assert_allclose(person["bbox"], [10.0, 5.0, 50.0, 25.0], atol=1e-4)
+        (example,) = list(data.examples.as_numpy_iterator())
+        np.testing.assert_allclose(example["boxes"][0], [5 / 50, 10 / 100, 30 / 50, 60 / 100], atol=1e-6)
+        assert len(example["boxes"]) == 2  # difficult objects are trained on unless skip_difficult

@@ -14,10 +14,12 @@ and unshuffled, so the training and evaluation pipelines
 """
 
 import dataclasses
-from typing import List, Optional
+from typing import Callable, Hashable, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from keras_pyramids.data import coco_format
 
 # Float error allowed on normalised coordinates before a box counts as outside
 # the image; values within it are clipped to [0, 1].
@@ -26,7 +28,7 @@ BOX_TOLERANCE = 1e-3
 
 @dataclasses.dataclass
 class DetectionDataset:
-    """A source of detection examples and its class list.
+    """A source of detection examples, its class list and its evaluation ground truth.
 
     Attributes:
         examples: ``tf.data.Dataset`` of source examples (see module docstring),
@@ -36,12 +38,29 @@ class DetectionDataset:
             ids), so evaluation can map predictions back; defaults to
             ``list(range(num_classes))``.
         num_examples: number of examples, or ``None`` when unknown.
+        ground_truth_fn: returns the evaluation ground truth as a COCO dict
+            (:mod:`keras_pyramids.data.coco_format`) from the source's own
+            annotations, without decoding images; ``None``: built from
+            ``examples`` (see :meth:`coco_ground_truth`).
+        protocol: the evaluation protocol this dataset is reported with by
+            default (``"coco"``; ``"voc2007"`` for Pascal VOC 2007); names are
+            those of ``keras_pyramids.evaluation.PROTOCOLS``.
+        image_source: which images the examples are, as ``(key, start, stop)``
+            ranges (images ``start .. stop - 1`` of the collection ``key``), so
+            :func:`shared_images` can tell whether two datasets share images;
+            ``None`` when unknown.
+        description: where the data comes from, for messages (e.g.
+            ``"coco_folder split 'train' (data/annotations.json)"``).
     """
 
     examples: tf.data.Dataset
     class_names: List[str]
     category_ids: Optional[List[int]] = None
     num_examples: Optional[int] = None
+    ground_truth_fn: Optional[Callable[[], dict]] = None
+    protocol: str = "coco"
+    image_source: Optional[Tuple[Tuple[Hashable, int, int], ...]] = None
+    description: str = ""
 
     def __post_init__(self):
         self.class_names = [str(name) for name in self.class_names]
@@ -53,10 +72,58 @@ class DetectionDataset:
                 f"DetectionDataset got {len(self.class_names)} class names but "
                 f"{len(self.category_ids)} category ids."
             )
+        if self.image_source is not None:
+            self.image_source = tuple((key, int(start), int(stop)) for key, start, stop in self.image_source)
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def coco_ground_truth(self):
+        """The evaluation ground truth as a COCO dict (:mod:`keras_pyramids.data.coco_format`).
+
+        From ``ground_truth_fn`` when the source has one (every built-in
+        source: no image is decoded); otherwise by iterating ``examples`` once,
+        which decodes every image and knows only the boxes the examples keep.
+        """
+        if self.ground_truth_fn is not None:
+            return self.ground_truth_fn()
+        return coco_format.ground_truth_from_examples(self)
+
+
+def shared_images(first, second):
+    """How many images two :class:`DetectionDataset` s have in common.
+
+    Compares their ``image_source`` ranges; 0 when either source is unknown.
+    """
+    if first.image_source is None or second.image_source is None:
+        return 0
+    ranges = {}
+    for key, start, stop in first.image_source:
+        ranges.setdefault(key, []).append((start, stop))
+    shared = 0
+    for key, start, stop in second.image_source:
+        for other_start, other_stop in ranges.get(key, ()):
+            shared += max(0, min(stop, other_stop) - max(start, other_start))
+    return shared
+
+
+def check_distinct(train_data, eval_data, allow_shared=False):
+    """Refuses to evaluate on training images unless ``allow_shared``.
+
+    Raises:
+        ValueError: naming both datasets and how many images they share.
+    """
+    if allow_shared:
+        return
+    shared = shared_images(train_data, eval_data)
+    if shared:
+        raise ValueError(
+            f"The evaluation data ({eval_data.description or 'eval split'}) shares {shared} "
+            f"images with the training data ({train_data.description or 'train split'}), so its "
+            "metrics would not measure held-out performance. Choose a held-out split, or set "
+            "allow_eval_on_train (--allow-eval-on-train) to evaluate on training images anyway."
+        )
 
 
 def validate_boxes(boxes, where="boxes", tolerance=BOX_TOLERANCE):
@@ -127,49 +194,3 @@ def ragged_rows(arrays, inner_shape, dtype):
         else np.zeros((0,) + tuple(inner_shape), dtype)
     )
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
-
-
-DATASET_NAMES = ("shapes", "coco_folder", "coco/2017", "voc/2007")
-
-
-def load_dataset(name, split, data_dir=None, **kwargs):
-    """Loads a detection dataset by name.
-
-    Args:
-        name: ``"shapes"`` (built-in, generated from a seed; kwargs
-            ``num_examples``, ``image_size``, ``seed``...), ``"coco_folder"``
-            (a COCO-format folder: ``data_dir`` or kwargs ``annotation_file``,
-            ``image_dir``), ``"coco/2017"`` or ``"voc/2007"`` (TensorFlow
-            Datasets; ``data_dir`` is passed to TFDS; nothing is downloaded
-            unless ``download=True``).
-        split: split name, e.g. ``"train"``, ``"validation"``, ``"test"``.
-        data_dir: where the data lives: the COCO folder, the TFDS data
-            directory, or for ``"shapes"`` an optional ``.npz`` cache directory.
-        **kwargs: passed to the source's loader
-            (:func:`keras_pyramids.data.shapes.load_shapes`,
-            :func:`keras_pyramids.data.coco_folder.load_coco_folder`,
-            :func:`keras_pyramids.data.tfds_datasets.load_tfds`).
-
-    Returns:
-        :class:`DetectionDataset`.
-
-    Raises:
-        ValueError: unknown ``name`` (the message lists the known names).
-    """
-    # Imported lazily so that, e.g., using the shapes dataset does not import
-    # tensorflow_datasets.
-    if name == "shapes":
-        from keras_pyramids.data import shapes
-
-        if data_dir is not None:
-            kwargs.setdefault("cache_dir", data_dir)
-        return shapes.load_shapes(split, **kwargs)
-    if name == "coco_folder":
-        from keras_pyramids.data import coco_folder
-
-        return coco_folder.load_coco_folder(data_dir, split=split, **kwargs)
-    if name in ("coco/2017", "voc/2007"):
-        from keras_pyramids.data import tfds_datasets
-
-        return tfds_datasets.load_tfds(name, split, data_dir=data_dir, **kwargs)
-    raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}.")

@@ -24,6 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_pyramids.data import coco_format
 from keras_pyramids.data.dataset import DetectionDataset
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
@@ -311,9 +312,20 @@ def load_shapes(
             split, int(num_examples), int(image_size), int(seed), **options
         )
     examples = _examples_from_arrays(images, boxes, classes)
+    category_ids = list(range(len(CLASS_NAMES)))
+    image_ids = np.arange(1, len(images) + 1)
+    sizes = [images.shape[1:3]] * len(images)
+    # Image i of a split depends only on the seed, the split and the drawing
+    # settings, not on num_examples: splits of different sizes share a prefix.
+    collection = ("shapes", split, int(seed), int(image_size), tuple(sorted(options.items())))
     return DetectionDataset(
         examples=examples,
         class_names=list(CLASS_NAMES),
-        category_ids=list(range(len(CLASS_NAMES))),
+        category_ids=category_ids,
         num_examples=len(images),
+        ground_truth_fn=lambda: coco_format.ground_truth_from_arrays(
+            image_ids, sizes, boxes, classes, category_ids, CLASS_NAMES
+        ),
+        image_source=((collection, 0, len(images)),),
+        description=f"shapes split {split!r}",
     )

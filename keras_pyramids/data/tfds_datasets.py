@@ -6,6 +6,18 @@ examples is a ``tf.data`` map. Nothing is downloaded unless the caller passes
 ``download=True``; a missing dataset raises ``FileNotFoundError`` saying how to
 get it.
 
+Evaluation ground truth (``DetectionDataset.coco_ground_truth()``) is read
+from the same records with the image left encoded
+(``tfds.decode.SkipDecoding``; the size comes from the JPEG / PNG header): for
+COCO every object with its annotation ``id``, ``area`` and ``is_crowd`` (TFDS
+stores COCO's areas as integers, truncated), for VOC every object with its
+``is_difficult`` flag. Training examples leave COCO crowd regions out.
+
+Pascal VOC boxes are 1-based inclusive pixel indices, which TFDS divides by the
+image size unchanged; as the VOC devkit's ``+1`` areas (and detectron2), the
+continuous box is ``[xmin - 1, ymin - 1, xmax, ymax]``, used for training and
+evaluation alike.
+
 Robustness: boxes are clipped to ``[0, 1]`` and empty or inverted boxes are
 dropped together with their labels, and the per-object fields are cut to a
 common length. Real TFDS data never needs either, but TFDS' own mock data
@@ -13,8 +25,13 @@ common length. Real TFDS data never needs either, but TFDS' own mock data
 per-field lengths that differ.
 """
 
-import tensorflow as tf
+import os
 
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_pyramids.data import coco_format
 from keras_pyramids.data.dataset import DetectionDataset
 
 # The 80 COCO detection categories: official category ids and names, in the
@@ -43,28 +60,120 @@ COCO_CLASS_NAMES = (
 )  # fmt: skip
 
 TFDS_NAMES = ("coco/2017", "voc/2007")
+# The evaluation protocol each dataset is reported with by default.
+DEFAULT_PROTOCOLS = {"coco/2017": "coco", "voc/2007": "voc2007"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _objects_to_boxes(objects, skip_flag=None):
+def _object_count(objects, fields):
+    """Objects of an example: the common length of ``fields`` (TFDS' mock data
+    may give each field its own length; real data never does)."""
+    count = tf.shape(objects[fields[0]])[0]
+    for field in fields[1:]:
+        count = tf.minimum(count, tf.shape(objects[field])[0])
+    return count
+
+
+def _voc_continuous(boxes, height, width):
+    """VOC's 1-based inclusive pixel boxes (as TFDS normalises them) -> continuous boxes."""
+    offset = tf.stack([1.0 / height, 1.0 / width, 0.0, 0.0])
+    return boxes - offset
+
+
+def _objects_to_boxes(objects, skip_flag=None, voc_size=None):
     """TFDS ``objects`` -> ``(boxes float32 [M, 4], classes int32 [M])``.
 
     Drops objects whose ``skip_flag`` field (e.g. ``is_crowd``) is true and
     boxes that are empty or inverted after clipping to ``[0, 1]``.
+    ``voc_size``: ``(height, width)`` of a VOC image (see module docstring).
     """
-    boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])
-    labels = tf.reshape(tf.cast(objects["label"], tf.int32), [-1])
-    count = tf.minimum(tf.shape(boxes)[0], tf.shape(labels)[0])
-    keep_flag = None
-    if skip_flag is not None:
-        flags = tf.reshape(tf.cast(objects[skip_flag], tf.bool), [-1])
-        count = tf.minimum(count, tf.shape(flags)[0])
-        keep_flag = tf.logical_not(flags[:count])
-    boxes = tf.clip_by_value(boxes[:count], 0.0, 1.0)
-    labels = labels[:count]
+    fields = ["bbox", "label"] + ([skip_flag] if skip_flag else [])
+    count = _object_count(objects, fields)
+    boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])[:count]
+    labels = tf.reshape(tf.cast(objects["label"], tf.int32), [-1])[:count]
+    if voc_size is not None:
+        boxes = _voc_continuous(boxes, *voc_size)
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    if keep_flag is not None:
-        keep = keep & keep_flag
+    if skip_flag:
+        keep = keep & tf.logical_not(tf.cast(objects[skip_flag][:count], tf.bool))
     return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
+
+
+def encoded_image_size(contents):
+    """``int32 [2]`` ``(height, width)`` of an encoded JPEG or PNG, from its header only."""
+
+    def png_size():
+        header = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 16, 8), tf.uint8), tf.int32)
+        width = header[0] * 2**24 + header[1] * 2**16 + header[2] * 2**8 + header[3]
+        height = header[4] * 2**24 + header[5] * 2**16 + header[6] * 2**8 + header[7]
+        return tf.stack([height, width])
+
+    def jpeg_size():
+        return tf.image.extract_jpeg_shape(contents)[:2]
+
+    is_png = tf.equal(tf.strings.substr(contents, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
+    return tf.cond(is_png, png_size, jpeg_size)
+
+
+def _image_id(example, index):
+    # VOC has no image ids: number its images from 1 in split order.
+    return tf.cast(example["image/id"] if "image/id" in example else index + 1, tf.int64)
+
+
+def _ground_truth(builder, split, name, class_names, category_ids):
+    """The evaluation ground truth of a TFDS split, read without decoding images."""
+    records = builder.as_dataset(split=split, shuffle_files=False,
+                                 decoders={"image": tfds.decode.SkipDecoding()})
+    is_coco = name == "coco/2017"
+    fields = ["bbox", "label"] + (["id", "area", "is_crowd"] if is_coco else ["is_difficult"])
+
+    def metadata(index, example):
+        objects = example["objects"]
+        count = _object_count(objects, fields)
+        record = {field: objects[field][:count] for field in fields}
+        record["image_id"] = _image_id(example, index)
+        record["size"] = encoded_image_size(example["image"])
+        return record
+
+    images, annotations = [], []
+    for record in records.enumerate().map(metadata).as_numpy_iterator():
+        height, width = (int(v) for v in record["size"])
+        image_id = int(record["image_id"])
+        images.append({"id": image_id, "width": width, "height": height})
+        boxes = record["bbox"].astype(np.float64)
+        if not is_coco:
+            boxes = boxes - [1.0 / height, 1.0 / width, 0.0, 0.0]
+        for index, box in enumerate(np.clip(boxes, 0.0, 1.0)):
+            x, y, w, h = coco_format.normalised_to_coco_bbox(box, width, height)
+            if w <= 0 or h <= 0:
+                continue  # only TFDS' random mock data has these (as in training)
+            annotation = {
+                "image_id": image_id,
+                "category_id": int(category_ids[int(record["label"][index])]),
+                "bbox": [x, y, w, h],
+            }
+            if is_coco:
+                annotation.update(id=int(record["id"][index]), area=float(record["area"][index]),
+                                  iscrowd=int(record["is_crowd"][index]))
+            else:
+                annotation.update(id=len(annotations) + 1, area=w * h, iscrowd=0,
+                                  difficult=int(record["is_difficult"][index]))
+            annotations.append(annotation)
+    return {"images": images, "annotations": annotations,
+            "categories": coco_format.coco_categories(category_ids, class_names)}
+
+
+def _image_source(builder, name, split):
+    """``(key, start, stop)`` ranges of the records ``split`` reads (see ``DetectionDataset``)."""
+    root = os.path.realpath(str(builder.data_dir))
+    try:
+        instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+        return tuple((("tfds", name, root, i.splitname), i.from_, i.to) for i in instructions)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # Split sizes unknown (e.g. TFDS mock data): a split counts as a whole.
+        names = sorted({part.split("[")[0].strip() for part in split.split("+")})
+        return tuple((("tfds", name, root, n), 0, 2**62) for n in names if n)
 
 
 def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_difficult=False):
@@ -77,13 +186,16 @@ def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_
         data_dir: TFDS data directory (TFDS' default if None).
         download: run ``download_and_prepare`` first (large downloads); off by
             default.
-        skip_crowd: COCO: drop ``is_crowd`` objects.
-        skip_difficult: VOC: drop ``is_difficult`` objects.
+        skip_crowd: COCO: leave ``is_crowd`` objects out of the training boxes
+            (the evaluation ground truth keeps them).
+        skip_difficult: VOC: leave ``is_difficult`` objects out of the
+            training boxes (the evaluation ground truth keeps them flagged).
 
     Returns:
         :class:`DetectionDataset`; COCO's ``category_ids`` are the official
         COCO ids (1..90 with gaps), VOC's are ``0..19``. ``image_id`` is COCO's
         image id, and for VOC (which has none) the example's position + 1.
+        ``protocol`` is ``"coco"`` for COCO, ``"voc2007"`` for VOC 2007.
 
     Raises:
         ValueError: unknown ``name``.
@@ -92,8 +204,6 @@ def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_
     """
     if name not in TFDS_NAMES:
         raise ValueError(f"Unknown TFDS dataset {name!r}; known: {', '.join(TFDS_NAMES)}.")
-    import tensorflow_datasets as tfds
-
     builder = tfds.builder(name, data_dir=data_dir)
     if download:
         builder.download_and_prepare()
@@ -124,22 +234,24 @@ def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_
     else:
         category_ids = None
         skip_flag = "is_difficult" if skip_difficult else None
+    is_voc = name == "voc/2007"
 
     def convert(index, example):
-        boxes, classes = _objects_to_boxes(example["objects"], skip_flag)
-        # VOC has no image ids: number its images from 1 in split order.
-        image_id = example["image/id"] if "image/id" in example else index + 1
-        return {
-            "image": example["image"],
-            "boxes": boxes,
-            "classes": classes,
-            "image_id": tf.cast(image_id, tf.int64),
-        }
+        image = example["image"]
+        voc_size = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32)) if is_voc else None
+        boxes, classes = _objects_to_boxes(example["objects"], skip_flag, voc_size)
+        return {"image": image, "boxes": boxes, "classes": classes,
+                "image_id": _image_id(example, index)}
 
     examples = dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    category_ids = category_ids or list(range(len(names)))
     return DetectionDataset(
         examples=examples,
         class_names=names,
         category_ids=category_ids,
         num_examples=num_examples,
+        ground_truth_fn=lambda: _ground_truth(builder, split, name, names, category_ids),
+        protocol=DEFAULT_PROTOCOLS[name],
+        image_source=_image_source(builder, name, split),
+        description=f"{name} split {split!r}",
     )

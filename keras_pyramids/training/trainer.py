@@ -35,6 +35,9 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_pyramids.data import check_distinct, load_dataset, make_detection_pipeline
+from keras_pyramids.evaluation import evaluate_detector, get_protocol
+from keras_pyramids.evaluation.callback import CocoEvalCallback
 from keras_pyramids.training.checkpoints import (
     AtomicBackupAndRestore,
     EpochCheckpoint,
@@ -75,6 +78,9 @@ class TrainConfig:
         data_dir: where the dataset lives (meaning depends on the dataset).
         dataset_kwargs: extra keyword arguments of ``load_dataset``.
         train_split, eval_split: splits to train on and to evaluate on.
+        allow_eval_on_train: evaluate even when the evaluation split shares
+            images with the training split (refused by default: its metrics
+            would not be held-out numbers).
         image_size: model input side (int) or ``[H, W]``.
         batch_size: global batch size (split over the strategy's replicas).
         epochs: number of epochs.
@@ -100,8 +106,10 @@ class TrainConfig:
         backup_every_steps: back up weights and optimizer state every this many
             steps (besides every epoch end), so a killed run loses at most
             this many steps; ``None``: at epoch ends only.
-        eval_every_epochs: COCO ``val_AP`` / ``val_AP50`` on ``eval_split``
-            every this many epochs during training (0: off).
+        eval_every_epochs: COCO ``val_AP`` / ``val_AP50`` (VOC: ``val_mAP``)
+            on ``eval_split`` every this many epochs during training (0: off).
+        eval_protocol: evaluation protocol (``coco``, ``voc2007``,
+            ``voc2010``); default: the dataset's (``voc2007`` for ``voc/2007``).
         eval_batch_size: inference batch size of the evaluation.
         eval_max_examples: evaluate on at most this many held-out images.
         num_visualize: held-out images drawn in ``detections.png`` (0: none).
@@ -117,6 +125,7 @@ class TrainConfig:
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
     train_split: str = "train"
     eval_split: str = "validation"
+    allow_eval_on_train: bool = False
     image_size: object = 300
     batch_size: int = 32
     epochs: int = 10
@@ -138,6 +147,7 @@ class TrainConfig:
     # CPU, under 1 % of the time of 100 training steps.
     backup_every_steps: Optional[int] = 100
     eval_every_epochs: int = 0
+    eval_protocol: Optional[str] = None
     eval_batch_size: int = 16
     eval_max_examples: Optional[int] = None
     num_visualize: int = 6
@@ -172,6 +182,8 @@ class TrainConfig:
         for name in ("model_kwargs", "dataset_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict (a JSON object).")
+        if self.eval_protocol is not None:
+            get_protocol(self.eval_protocol)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -351,7 +363,6 @@ def train(config, callbacks=(), evaluate=True):
     """
     from keras_pyramids import build_model
     from keras_pyramids.registry import check_kind
-    from keras_pyramids.data import load_dataset, make_detection_pipeline
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -376,6 +387,13 @@ def train(config, callbacks=(), evaluate=True):
                 f"batch_size {config.batch_size} exceeds the {train_data.num_examples} training examples."
             )
     total_steps = config.epochs * steps_per_epoch
+    eval_data = None
+    if evaluate or config.eval_every_epochs:
+        # Loaded (and checked) now, so a missing split or evaluation on the
+        # training images is refused before any training.
+        eval_data = load_dataset(config.dataset, config.eval_split, data_dir=config.data_dir,
+                                 **config.dataset_kwargs)
+        check_distinct(train_data, eval_data, allow_shared=config.allow_eval_on_train)
 
     with strategy.scope():
         model = build_model(config.model, num_classes=train_data.num_classes,
@@ -402,7 +420,7 @@ def train(config, callbacks=(), evaluate=True):
                                     save_freq=config.backup_every_steps or "epoch")
     all_callbacks = [backup, EpochCheckpoint(os.path.join(model_dir, CHECKPOINT_DIR))]
     if config.eval_every_epochs:
-        all_callbacks.append(_eval_callback(config, strategy))  # before the logger: it adds logs
+        all_callbacks.append(_eval_callback(config, strategy, eval_data))  # before the logger: it adds logs
     all_callbacks += [logger, *callbacks]
     # The backup's global step says where to continue (0 for a new run).
     initial_epoch, remaining = resume_plan(backup.restore(model), steps_per_epoch)
@@ -434,38 +452,37 @@ def train(config, callbacks=(), evaluate=True):
         eval_model = model
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             eval_model = keras.saving.load_model(model_path)
-        metrics, detections_path = evaluate_run(eval_model, config)
+        metrics, detections_path = evaluate_run(eval_model, config, eval_data)
     result = TrainResult(model, logger.entries, metrics, model_dir, model_path, detections_path,
                          initial_epoch, time.time() - start)
     return result
 
 
-def _eval_callback(config, strategy):
+def _eval_callback(config, strategy, eval_data):
     """The :class:`~keras_pyramids.evaluation.callback.CocoEvalCallback` of ``eval_every_epochs``."""
-    from keras_pyramids.data import load_dataset
-    from keras_pyramids.evaluation.callback import CocoEvalCallback
-
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Prediction is collective there and each worker would log its own
         # numbers; the chief's final evaluation runs outside the strategy instead.
         raise ValueError("eval_every_epochs is not supported with the multi_worker strategy; "
                          "the final evaluation still runs.")
-    eval_data = load_dataset(config.dataset, config.eval_split, data_dir=config.data_dir,
-                             **config.dataset_kwargs)
     return CocoEvalCallback(eval_data, every_n_epochs=config.eval_every_epochs,
-                            batch_size=config.eval_batch_size, max_examples=config.eval_max_examples)
+                            batch_size=config.eval_batch_size, max_examples=config.eval_max_examples,
+                            protocol=config.eval_protocol)
 
 
-def evaluate_run(model, config):
-    """COCO metrics on ``config.eval_split`` (written to ``metrics.json``) and ``detections.png``."""
-    from keras_pyramids.data import load_dataset
-    from keras_pyramids.evaluation import evaluate_detector
+def evaluate_run(model, config, eval_data=None):
+    """Metrics on ``config.eval_split`` (written to ``metrics.json``) and ``detections.png``.
+
+    ``eval_data``: the loaded evaluation split (loaded from ``config`` if None).
+    """
     from keras_pyramids.visualize import save_detections_png
 
-    eval_data = load_dataset(config.dataset, config.eval_split, data_dir=config.data_dir,
-                             **config.dataset_kwargs)
+    if eval_data is None:
+        eval_data = load_dataset(config.dataset, config.eval_split, data_dir=config.data_dir,
+                                 **config.dataset_kwargs)
     metrics = evaluate_detector(model, eval_data, batch_size=config.eval_batch_size,
-                                max_examples=config.eval_max_examples)
+                                max_examples=config.eval_max_examples,
+                                protocol=config.eval_protocol)
     with open(os.path.join(config.model_dir, METRICS_FILE), "w") as f:
         json.dump(dict(metrics, split=config.eval_split), f, indent=1)
     detections_path = None
