@@ -118,6 +118,18 @@ def _add_train_config_flags(parser):
         parser.add_argument(flag, **kwargs)
 
 
+def _coco_files(args, prefix=""):
+    """``{"annotation_file", "image_dir"}`` from ``--<prefix>annotations`` and ``--<prefix>images``, or None."""
+    annotations, images = getattr(args, f"{prefix}annotations"), getattr(args, f"{prefix}images")
+    if annotations is None and images is None:
+        return None
+    flag = prefix.replace("_", "-")
+    if annotations is None or images is None:
+        raise CliError(f"--{flag}annotations and --{flag}images go together (a COCO annotation file "
+                       "and the folder its images are in).")
+    return {"annotation_file": os.path.abspath(annotations), "image_dir": os.path.abspath(images)}
+
+
 def _train_config_from_args(args):
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     if overrides.get("jit_compile") == "auto":
@@ -125,12 +137,28 @@ def _train_config_from_args(args):
         explicit_auto = True
     else:
         explicit_auto = False
+    files = {role: _coco_files(args, prefix) for role, prefix in (("train", ""), ("eval", "eval_"))}
+    files = {role: value for role, value in files.items() if value}
+    if files:
+        if overrides.get("dataset") not in (None, "coco_folder"):
+            raise CliError("--annotations/--images and --eval-annotations/--eval-images are COCO files: "
+                           "they need --dataset coco_folder (the default with them).")
+        overrides["dataset"] = "coco_folder"
     if args.config:
         config = TrainConfig.from_json(args.config, **overrides)
     else:
         config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     if explicit_auto:
         config.jit_compile = None
+    if files:
+        if config.data_dir is not None:
+            raise CliError("give the COCO data either as --data-dir or as --annotations/--images "
+                           "(and --eval-annotations/--eval-images), not both.")
+        splits = dict(config.dataset_kwargs.get("splits") or {})
+        for role, split in (("train", config.train_split), ("eval", config.eval_split)):
+            if role in files:
+                splits[split] = files[role]
+        config.dataset_kwargs = dict(config.dataset_kwargs, splits=splits)
     return config
 
 
@@ -176,6 +204,11 @@ def cmd_evaluate(args):
     data_dir = args.data_dir or run_config.get("data_dir")
     dataset_kwargs = args.dataset_kwargs if args.dataset_kwargs is not None else (
         run_config.get("dataset_kwargs", {}) if dataset == run_config.get("dataset") else {})
+    files = _coco_files(args)
+    if files:
+        if args.dataset not in (None, "coco_folder") or args.data_dir:
+            raise CliError("--annotations/--images name the COCO data to evaluate on; drop --dataset/--data-dir.")
+        dataset, data_dir, dataset_kwargs = "coco_folder", None, files
 
     if not os.path.isfile(args.model_path):
         raise FileNotFoundError(f"Model file {args.model_path} does not exist.")
@@ -252,6 +285,12 @@ def build_parser():
     train = commands.add_parser("train", help="train a model, then evaluate it and draw detections")
     train.add_argument("--config", help="JSON config (experiments/*.json); other flags override it")
     _add_train_config_flags(train)
+    for prefix, split in (("", "training"), ("eval-", "evaluation")):
+        train.add_argument(f"--{prefix}annotations", metavar="FILE",
+                           help=f"COCO annotation file of the {split} split (with --{prefix}images; "
+                                "dataset coco_folder)")
+        train.add_argument(f"--{prefix}images", metavar="DIR",
+                           help=f"folder of the {split} split's images (the JSON's file_name entries)")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of a saved .keras model")
@@ -261,6 +300,9 @@ def build_parser():
     evaluate.add_argument("--dataset", help="dataset name (default: the run's, or shapes)")
     evaluate.add_argument("--split", help="split (default: the run's eval_split, or validation)")
     evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--annotations", metavar="FILE",
+                          help="a COCO annotation file to evaluate on (with --images; dataset coco_folder)")
+    evaluate.add_argument("--images", metavar="DIR", help="folder of that file's images")
     evaluate.add_argument("--dataset-kwargs", type=_parse_json_object, metavar="JSON")
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--max-examples", type=int)

@@ -253,3 +253,98 @@ def test_official_coco_layout(tmp_path):
     os.rename(tmp_path / "tmp" / "images", tmp_path / "val2017")
     data = load_dataset("coco_folder", "val2017", data_dir=str(tmp_path))
     assert data.num_examples == 2
+
+
+# -- Layouts: where a COCO export puts its annotation files and images -----------
+
+def _coco_json(path, image_names, extra_categories=()):
+    """A COCO file for 16x12 PNGs ``image_names``, one box each."""
+    images = [{"id": i + 1, "file_name": name, "width": 16, "height": 12} for i, name in enumerate(image_names)]
+    annotations = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 8, 6]}
+                   for i in range(len(image_names))]
+    categories = list(extra_categories) + [{"id": 1, "name": "thing", "supercategory": "things"}]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+
+
+def _pngs(folder, names):
+    os.makedirs(folder, exist_ok=True)
+    for k, name in enumerate(names):
+        Image.new("RGB", (16, 12), (20 * k, 0, 0)).save(os.path.join(folder, name))
+
+
+def _make_layout(root, layout):
+    """Writes a folder in ``layout`` with splits train (2 images) and valid (1 image)."""
+    for split, names in (("train", ["a.png", "b.png"]), ("valid", ["c.png"])):
+        if layout == "split_folders":
+            _coco_json(os.path.join(root, split, "annotations.json"), names)
+            _pngs(os.path.join(root, split, "images"), names)
+        elif layout == "official":
+            _coco_json(os.path.join(root, "annotations", f"instances_{split}.json"), names)
+            _pngs(os.path.join(root, split), names)
+        elif layout == "roboflow":  # with Roboflow's dataset-level group category
+            _coco_json(os.path.join(root, split, "_annotations.coco.json"), names,
+                       extra_categories=[{"id": 0, "name": "things", "supercategory": "none"}])
+            _pngs(os.path.join(root, split), names)
+        elif layout == "split_json":
+            _coco_json(os.path.join(root, f"{split}.json"), names)
+            _pngs(os.path.join(root, split), names)
+
+
+@pytest.mark.parametrize("layout, annotation_file", [
+    ("split_folders", "train/annotations.json"),
+    ("official", "annotations/instances_train.json"),
+    ("roboflow", "train/_annotations.coco.json"),
+    ("split_json", "train.json"),
+])
+def test_each_coco_layout_loads(tmp_path, layout, annotation_file):
+    _make_layout(str(tmp_path), layout)
+    train = load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    valid = load_dataset("coco_folder", "valid", data_dir=str(tmp_path))
+    assert (train.num_examples, valid.num_examples) == (2, 1)
+    assert train.class_names == ["thing"] and train.category_ids == [1]  # no Roboflow group class
+    assert annotation_file in train.description
+    example = next(train.examples.as_numpy_iterator())
+    assert example["image"].shape == (12, 16, 3)
+    np.testing.assert_allclose(example["boxes"], [[2 / 12, 2 / 16, 8 / 12, 10 / 16]], atol=1e-6)
+    with pytest.raises(ValueError, match=r"No split 'validation'.*'train' .*'valid' .*Did you mean 'valid'\?"):
+        load_dataset("coco_folder", "validation", data_dir=str(tmp_path))
+
+
+def test_explicit_annotation_files_and_images_per_split(tmp_path):
+    _coco_json(str(tmp_path / "labels" / "mine.json"), ["a.png", "b.png"])
+    _coco_json(str(tmp_path / "labels" / "held_out.json"), ["c.png"])
+    _pngs(str(tmp_path / "pictures"), ["a.png", "b.png", "c.png"])
+    one = load_dataset("coco_folder", "train", annotation_file=str(tmp_path / "labels" / "mine.json"),
+                       image_dir=str(tmp_path / "pictures"))
+    assert one.num_examples == 2
+    splits = {"train": {"annotation_file": str(tmp_path / "labels" / "mine.json"),
+                        "image_dir": str(tmp_path / "pictures")},
+              "validation": {"annotation_file": str(tmp_path / "labels" / "held_out.json"),
+                             "image_dir": str(tmp_path / "pictures")}}
+    validation = load_dataset("coco_folder", "validation", splits=splits)
+    assert validation.num_examples == 1 and shared_images(one, validation) == 0
+    with pytest.raises(ValueError, match=r"No split 'test' in the given splits; .*'train' .*'validation'"):
+        load_dataset("coco_folder", "test", splits=splits)
+    with pytest.raises(ValueError, match="exactly one of data_dir=, annotation_file= \\+ image_dir= or splits="):
+        load_dataset("coco_folder", "train", data_dir=str(tmp_path), splits=splits)
+    with pytest.raises(ValueError, match="needs image_dir="):
+        load_dataset("coco_folder", "train", annotation_file=str(tmp_path / "labels" / "mine.json"))
+
+
+def test_a_folder_matching_no_layout_lists_the_layouts_tried(tmp_path):
+    _pngs(str(tmp_path / "pictures"), ["a.png"])
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "matches none of the layouts" in message
+    for layout in ("<split>/annotations.json + <split>/images/", "annotations/instances_<split>.json",
+                   "<split>/_annotations.coco.json", "<split>.json + <split>/", "annotations.json + images/"):
+        assert layout in message
+    # Two layouts naming the same split: ambiguous, both files named.
+    _make_layout(str(tmp_path), "split_json")
+    _coco_json(str(tmp_path / "train" / "annotations.json"), ["a.png"])
+    with pytest.raises(ValueError, match=r"two annotation files for split 'train': .*annotations.json and "
+                                         r".*train.json"):
+        load_dataset("coco_folder", "train", data_dir=str(tmp_path))

@@ -60,3 +60,30 @@ def test_evaluate_with_an_unknown_split_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("keras-pyramids: error:")]
     assert "No split 'no_such_split'" in line and "'train'" in line
+
+
+def test_cli_takes_annotation_files_and_image_folders_per_split(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["train", "--annotations", "train.json", "--images", "imgs", "--eval-annotations", "val.json",
+         "--eval-images", "val_imgs"])
+    config = cli._train_config_from_args(args)
+    assert config.dataset == "coco_folder" and config.data_dir is None
+    assert config.dataset_kwargs["splits"] == {
+        "train": {"annotation_file": str(tmp_path / "train.json"), "image_dir": str(tmp_path / "imgs")},
+        "validation": {"annotation_file": str(tmp_path / "val.json"), "image_dir": str(tmp_path / "val_imgs")}}
+    assert config.model_dir == "runs/ppn_mobilenet_coco_folder"
+    for argv, fragment in [
+        (["train", "--annotations", "train.json"], "--annotations and --images go together"),
+        (["train", "--eval-images", "v"], "--eval-annotations and --eval-images go together"),
+        (["train", "--annotations", "a.json", "--images", "i", "--dataset", "voc/2007"], "need --dataset coco_folder"),
+        (["train", "--annotations", "a.json", "--images", "i", "--data-dir", "d"], "not both"),
+        (["evaluate", "m.keras", "--annotations", "missing.json", "--images", "."],
+         "COCO annotation file not found"),
+    ]:
+        if argv[0] == "evaluate":
+            (tmp_path / "m.keras").write_bytes(b"x")
+        code = cli.main(argv + (["--model-dir", "unused"] if argv[0] == "train" else []))
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert fragment in err, err

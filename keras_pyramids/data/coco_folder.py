@@ -14,6 +14,10 @@ an error that lists the ones that do. Files can also be given per split
 (``annotation_file=`` + ``image_dir=``, or ``splits={name: {"annotation_file":
 ..., "image_dir": ...}}``).
 
+Roboflow exports list the dataset itself as a category (id 0) that no
+annotation uses and the real categories name as their ``supercategory``; such a
+group is not a class and is left out.
+
 Everything is validated in Python before the ``tf.data`` pipeline is built, so
 bad input raises an error that names the file, annotation or category instead
 of failing deep inside TensorFlow; every image is decoded fully once
@@ -225,7 +229,14 @@ def _parse_categories(coco, what):
         if category["id"] in seen:
             raise ValueError(f"{what}: category id {category['id']} appears twice in 'categories'.")
         seen.add(category["id"])
-    categories = sorted(categories, key=lambda c: c["id"])
+    # Roboflow exports put the dataset itself first as a category ({"id": 0,
+    # "name": "cells", "supercategory": "none"}) that the real categories name
+    # as their supercategory and no annotation uses: a group, not a class.
+    annotations = coco.get("annotations") if isinstance(coco.get("annotations"), list) else []
+    used = {a.get("category_id") for a in annotations if isinstance(a, dict)}
+    groups = {c["id"] for c in categories if c["id"] not in used and "name" in c and any(
+        other is not c and other.get("supercategory") == c["name"] for other in categories)}
+    categories = sorted((c for c in categories if c["id"] not in groups), key=lambda c: c["id"])
     return [c["id"] for c in categories], [str(c.get("name", c["id"])) for c in categories]
 
 
