@@ -244,3 +244,13 @@ def test_conv3x3_registry_refuses_a_second_factory_under_a_taken_name():
     with pytest.raises(ValueError, match="already registered"):
         resnet_lib.register_conv3x3("conv")(separable_conv3x3)
     assert {"conv", "test_separable"} <= set(resnet_lib.conv3x3_names())
+
+
+def test_width_scales_every_stage():
+    model = resnet_lib.resnet50((SIZE, SIZE, 3), outputs=("C2", "C5"), width=0.25)
+    assert model.output["C2"].shape[-1] == 64 and model.output["C5"].shape[-1] == 512
+    assert model.get_layer("conv1").get_config()["filters"] == 16
+    with pytest.raises(ValueError, match="width must be a positive number"):
+        resnet_lib.resnet50((SIZE, SIZE, 3), width=0)
+    with pytest.raises(ValueError, match="ImageNet weights exist only for width 1.0"):
+        resnet_lib.resnet50((SIZE, SIZE, 3), width=0.5, weights="imagenet")

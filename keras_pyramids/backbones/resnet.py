@@ -465,6 +465,11 @@ def _extra_stage_specs(extra_stages):
     return specs
 
 
+def _scaled(filters, width):
+    # At least 8 channels so tiny test widths keep every stage meaningful.
+    return max(int(round(filters * width)), 8)
+
+
 def _per_stage(value, count, what, check):
     values = tuple(value) if isinstance(value, (tuple, list)) else None
     if values is None or len(values) != count:
@@ -485,6 +490,7 @@ def resnet(
     frozen_batch_norm=False,
     batch_norm_epsilon=BATCH_NORM_EPSILON,
     batch_norm_momentum=BATCH_NORM_MOMENTUM,
+    width=1.0,
     weights=None,
     name=None,
 ):
@@ -522,6 +528,9 @@ def resnet(
         frozen_batch_norm: every batch norm becomes a
             :class:`FrozenBatchNormalization` (detectron2's ``FrozenBN``).
         batch_norm_epsilon, batch_norm_momentum: batch-norm settings.
+        width: multiplies every stage's and the stem's channels (1.0 is the
+            paper's network; small values make test-sized models that train
+            from scratch on a CPU). ImageNet weights need 1.0.
         weights: ``None`` (random init), ``"imagenet"`` (copies
             ``keras.applications.ResNet50/101`` ImageNet weights, downloading
             them, only when asked; extra stages stay random) or a
@@ -561,6 +570,10 @@ def resnet(
         raise ValueError(f"outputs has repeated keys: {outputs!r}.")
     if isinstance(freeze_at, bool) or not isinstance(freeze_at, (int, np.integer)) or not 0 <= freeze_at <= num_stages + 1:
         raise ValueError(f"freeze_at must be an int in 0..{num_stages + 1} (detectron2's FREEZE_AT); got {freeze_at!r}.")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a positive number; got {width!r}.")
+    if weights == "imagenet" and width != 1.0:
+        raise ValueError(f"ImageNet weights exist only for width 1.0; got width {width}.")
     if weights == "imagenet" and not stride_in_1x1:
         raise ValueError(
             "The keras.applications ImageNet weights were trained with the stride in the first 1x1 "
@@ -575,12 +588,12 @@ def resnet(
         frozen_batch_norm=frozen_batch_norm,
     )
     stage_specs = [
-        (STAGE_FILTERS[i], DEPTHS[depth][i], strides[i], dilations[i]) for i in range(4)
-    ] + [(s["filters"], s["blocks"], s["stride"], s["dilation"]) for s in extras]
+        (_scaled(STAGE_FILTERS[i], width), DEPTHS[depth][i], strides[i], dilations[i]) for i in range(4)
+    ] + [(_scaled(s["filters"], width), s["blocks"], s["stride"], s["dilation"]) for s in extras]
 
     images = keras.Input(shape=input_shape, name="images")
     x = CaffePreprocess(name="caffe_preprocess")(images)
-    stem = ResNetStem(name="conv1", **norm)
+    stem = ResNetStem(filters=_scaled(64, width), name="conv1", **norm)
     x = stem(x)
     built = [stem]
     features = {}

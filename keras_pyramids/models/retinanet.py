@@ -59,6 +59,7 @@ def build_retinanet(
     num_head_convs=4,
     head_norm=None,
     backbone_weights=None,
+    backbone_width=1.0,
     freeze_at=0,
     frozen_batch_norm=False,
     anchor_config=None,
@@ -81,6 +82,8 @@ def build_retinanet(
         head_norm: ``None`` (paper) or ``"group"`` (GroupNorm in the subnets).
         backbone_weights: ``None`` or ``"imagenet"`` (copies the
             ``keras.applications`` weights, downloading them, only if asked).
+        backbone_width: ResNet channel multiplier (1.0 is the paper's;
+            small values make test-sized models).
         freeze_at, frozen_batch_norm: backbone fine-tuning settings
             (detectron2 fine-tunes from ImageNet with ``FREEZE_AT = 2`` and
             frozen batch norm; the defaults train everything).
@@ -102,7 +105,8 @@ def build_retinanet(
         "retinanet",
         num_classes=num_classes,
         image_size=image_size,
-        backbone_kwargs=dict(weights=backbone_weights, freeze_at=freeze_at, frozen_batch_norm=frozen_batch_norm),
+        backbone_kwargs=dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at,
+                             frozen_batch_norm=frozen_batch_norm),
         neck_kwargs=dict(depth=fpn_depth, extra_levels=extra_levels),
         head_kwargs=dict(depth=head_depth, num_convs=num_head_convs, norm=head_norm),
         anchor_config=anchor_config,
