@@ -172,3 +172,23 @@ def test_cli_export_writes_a_working_saved_model_and_refuses_to_overwrite(
     assert "already exists" in capsys.readouterr().err
     assert main(["export", model_path, str(tmp_path / "m"), "--quantize", "dynamic_int8"]) == 2
     assert "--format tflite only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_retinanet_saved_model_and_tflite_match_in_memory(held_out_images, tmp_path):
+    # Per-level top-k before NMS (RetinaNet's 1000, here 20) must survive both export paths.
+    keras.utils.set_random_seed(0)
+    data = load_dataset("shapes", "train", num_examples=32, image_size=IMAGE_SIZE)
+    model = kp.build_model("retinanet_resnet50_fpn", num_classes=data.num_classes, image_size=IMAGE_SIZE,
+                           backbone_width=0.125, fpn_depth=16, head_depth=16,
+                           postprocess={"max_detections": 10, "pre_nms_top_k_per_level": 20, "score_threshold": 1e-3})
+    pipeline = make_detection_pipeline(data.examples, model.target_assigner(), model.image_size,
+                                       batch_size=16, training=True, augment=False, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
+    model.fit(pipeline, epochs=2, verbose=0, shuffle=False)
+    expected = reference_detections(model, held_out_images)
+    saved = export.export_saved_model(model, str(tmp_path / "saved_model"))
+    actual = tf.saved_model.load(saved).signatures["serving_default"](images=tf.constant(held_out_images))
+    assert_same_detections(actual, expected)
+    path = export.export_tflite(model, str(tmp_path / "retinanet.tflite"))
+    assert_same_detections(export.run_tflite(path, held_out_images), expected)
