@@ -59,3 +59,53 @@ def argmax_match(iou, matched_threshold=0.5, unmatched_threshold=0.5, force_matc
         return matches
 
     return tf.cond(num_gt > 0, with_gt, no_gt)
+
+
+def batched_argmax_match(iou, gt_valid, matched_threshold, unmatched_threshold, allow_low_quality_matches=False):
+    """:func:`argmax_match` for a batch of padded ground truth, with detectron2's low-quality rule.
+
+    Runs in the train step on static shapes (the two-stage targets depend on
+    the network's own proposals, so they cannot be computed in ``tf.data``).
+    Padded ground-truth rows (``gt_valid`` False) are never matched; an image
+    without valid boxes is all background.
+
+    With ``allow_low_quality_matches`` (detectron2 ``Matcher``, Faster R-CNN
+    section 3.1.2 condition (i)), every anchor whose IoU with some box equals
+    that box's highest IoU (ties included) is positive even below
+    ``matched_threshold``; it keeps the index of the box it overlaps most, as in
+    detectron2 (the TF Object Detection API's ``force_match`` of
+    :func:`argmax_match` reassigns one anchor per box instead). Boxes whose
+    best IoU is 0 create no match (detectron2 would mark every anchor with
+    IoU 0 positive then).
+
+    Args:
+        iou: ``[B, M, N]`` IoU of ``M`` (padded) ground-truth boxes with ``N``
+            anchors or proposals; ``M`` and ``N`` static.
+        gt_valid: bool ``[B, M]``.
+        matched_threshold, unmatched_threshold: IoU >= ``matched_threshold``
+            matches, < ``unmatched_threshold`` is background, in between is
+            ignored.
+
+    Returns:
+        int32 ``[B, N]``: matched box index, :data:`BACKGROUND` or :data:`IGNORE`.
+    """
+    if unmatched_threshold > matched_threshold:
+        raise ValueError(
+            f"unmatched_threshold ({unmatched_threshold}) must not exceed "
+            f"matched_threshold ({matched_threshold})."
+        )
+    iou = tf.convert_to_tensor(iou, tf.float32)
+    gt_valid = tf.convert_to_tensor(gt_valid, tf.bool)
+    if iou.shape[1] == 0:
+        return tf.fill(tf.shape(iou)[::2], tf.constant(BACKGROUND, tf.int32))
+    # Padded boxes overlap nothing: -1 is below every threshold.
+    iou = tf.where(gt_valid[:, :, None], iou, -1.0)
+    best = tf.reduce_max(iou, axis=1)
+    best_gt = tf.argmax(iou, axis=1, output_type=tf.int32)
+    matches = tf.where(best < matched_threshold, IGNORE, best_gt)
+    matches = tf.where(best < unmatched_threshold, BACKGROUND, matches)
+    if allow_low_quality_matches:
+        best_per_gt = tf.reduce_max(iou, axis=2, keepdims=True)  # [B, M, 1]
+        is_best = tf.logical_and(tf.equal(iou, best_per_gt), best_per_gt > 0.0)
+        matches = tf.where(tf.reduce_any(is_best, axis=1), best_gt, matches)
+    return matches
