@@ -38,11 +38,13 @@ level ``k`` has stride ``2^k``).
 Implementation: all levels are flattened into one ``[B * sum_l H_l W_l, C]``
 table and the four neighbours of every sample are read with one gather, as the
 Model Garden's ``multilevel_crop_and_resize`` does, so every shape is static
-and the op (and its gradient, a scatter-add) compiles with XLA. Only
+and the op (and its gradient, a scatter-add) compiles with XLA. The weighted
+average of each bin's ``(2 s)^2`` neighbours is one small matrix product. Only
 ``keras.ops`` is used, so it runs on every Keras backend. The gather holds
 ``B * R * (2 s out)^2 * C`` values (e.g. 512 RoIs, ``out = 7``, ``s = 2``,
-256 channels: 51 M floats per image) unless XLA fuses it into the reduction;
-``sampling_ratio=1`` quarters it.
+256 channels: 103 M floats, 411 MB per image; C4's 14 x 14 crops of 1024
+channels: 6.6 GB per image) unless XLA fuses it away; ``sampling_ratio=1``
+quarters it.
 
 ``tf.image.crop_and_resize`` is not used: it samples a grid whose first and
 last points sit on the box corners (``(H - 1)``-scaled coordinates) and puts a
@@ -240,17 +242,20 @@ def roi_align(features, boxes, image_size, strides, output_size=7, sampling_rati
                                       ops.cast(box_w, "float32"))
 
     base = ops.arange(batch, dtype="int32")[:, None] * ops.cast(total, "int32") + box_offset  # [B, R]
-    # [B, R, out, 2s, 1, 1] rows x [B, R, 1, 1, out, 2s] columns.
+    # Index and weight of every (row, column) neighbour of every bin, bins first:
+    # [B, R, out, 1, 2s, 1] rows x [B, R, 1, out, 1, 2s] columns -> [B, R, out, out, 2s, 2s].
     index = (base[:, :, None, None, None, None]
-             + rows[:, :, :, :, None, None] * box_w[:, :, None, None, None, None]
-             + cols[:, :, None, None, :, :])
+             + rows[:, :, :, None, :, None] * box_w[:, :, None, None, None, None]
+             + cols[:, :, None, :, None, :])
+    weights = row_weights[:, :, :, None, :, None] * col_weights[:, :, None, :, None, :]
+    neighbours = (2 * sampling_ratio) ** 2
     gathered = ops.take(table, ops.reshape(index, (-1,)), axis=0)
-    gathered = ops.reshape(
-        gathered,
-        (batch, num_boxes, output_size, 2 * sampling_ratio, output_size, 2 * sampling_ratio, channels),
-    )
-    weights = row_weights[:, :, :, :, None, None] * col_weights[:, :, None, None, :, :]
-    return ops.sum(gathered * ops.cast(weights, dtype)[..., None], axis=(3, 5))
+    gathered = ops.reshape(gathered, (batch, num_boxes, output_size, output_size, neighbours, channels))
+    weights = ops.reshape(ops.cast(weights, dtype), (batch, num_boxes, output_size, output_size, 1, neighbours))
+    # A batched [1, 4 s^2] x [4 s^2, C] product per bin. Measured on CPU (notes of issue 10):
+    # 2.6x (graph) to 3.5x (XLA) faster than multiply-and-sum, which XLA fuses with the gather
+    # (no gathered copy in memory) but runs slowly as a fused loop.
+    return ops.squeeze(ops.matmul(weights, gathered), axis=-2)
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
