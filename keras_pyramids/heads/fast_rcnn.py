@@ -71,3 +71,36 @@ class FastRCNNBoxHead(keras.layers.Layer):
         config = super().get_config()
         config.update(num_classes=self.num_classes, fc_dims=list(self.fc_dims))
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class RoIStageHead(keras.layers.Layer):
+    """Runs a ResNet stage on every RoI crop, then global average pooling (the C4 detector's box features).
+
+    He et al. 2016, appendix A ("Object Detection Baselines"): "we use the
+    [...] conv5_x layers [...] after RoI pooling"; detectron2's
+    ``Res5ROIHeads``: 14x14 RoIAlign crops of C4 go through stage 5 (stride 2,
+    so 7x7), then are averaged to one 2048-d vector per RoI.
+
+    Input: ``[B, R, h, w, C]`` crops. Output: ``[B, R, C']`` (``C'`` the stage's
+    output channels).
+    """
+
+    def __init__(self, stage, **kwargs):
+        super().__init__(**kwargs)
+        self.stage = keras.saving.deserialize_keras_object(stage) if isinstance(stage, dict) else stage
+
+    def build(self, input_shape):
+        if not self.stage.built:  # a deserialised stage arrives built
+            self.stage.build((None, *input_shape[2:]))
+
+    def call(self, crops, training=None):
+        batch, rois = ops.shape(crops)[0], ops.shape(crops)[1]
+        x = ops.reshape(crops, (batch * rois, *crops.shape[2:]))
+        x = ops.mean(self.stage(x, training=training), axis=(1, 2))
+        return ops.reshape(x, (batch, rois, x.shape[-1]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(stage=keras.saving.serialize_keras_object(self.stage))
+        return config

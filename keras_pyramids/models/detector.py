@@ -46,7 +46,7 @@ def _is_multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
-def _with_batch_axis_for_multi_worker(logs, strategy):
+def with_batch_axis_for_multi_worker(logs, strategy):
     """Gives scalar step logs a length-1 batch axis under MultiWorkerMirroredStrategy.
 
     Keras 3.15 averages step outputs across workers with
@@ -138,10 +138,10 @@ class Detector(keras.Model):
             self._symbolic_build(data_batch=data_batch)
 
     def train_step(self, data):
-        return _with_batch_axis_for_multi_worker(super().train_step(data), self._distribute_strategy)
+        return with_batch_axis_for_multi_worker(super().train_step(data), self._distribute_strategy)
 
     def test_step(self, data):
-        return _with_batch_axis_for_multi_worker(super().test_step(data), self._distribute_strategy)
+        return with_batch_axis_for_multi_worker(super().test_step(data), self._distribute_strategy)
 
 
 def check_image_size(image_size, min_size, model_name, multiple_of=None):

@@ -63,16 +63,20 @@ def focal_loss(class_targets, class_logits, num_classes, alpha=0.25, gamma=2.0):
     return per_anchor * ops.cast(class_targets >= -1, per_anchor.dtype)
 
 
-def smooth_l1_loss(box_targets, box_codes, class_targets, beta=1.0):
-    """Per-anchor smooth L1 summed over the 4 box codes; 0 for unmatched anchors.
+def smooth_l1(box_targets, box_codes, beta=1.0):
+    """Smooth L1 summed over the last axis (the 4 box codes): ``[..., 4] -> [...]``.
 
     Smooth L1 with transition ``beta`` (Fast R-CNN eq. 3 for ``beta = 1``):
     ``0.5 x^2 / beta`` for ``|x| < beta``, else ``|x| - 0.5 beta``, which is
     Keras' Huber loss with ``delta = beta`` divided by ``beta``.
     """
-    per_anchor = 4.0 / beta * keras.losses.huber(
-        ops.cast(box_targets, "float32"), ops.cast(box_codes, "float32"), delta=beta
-    )
+    codes = ops.cast(box_targets, "float32")
+    return codes.shape[-1] / beta * keras.losses.huber(codes, ops.cast(box_codes, "float32"), delta=beta)
+
+
+def smooth_l1_loss(box_targets, box_codes, class_targets, beta=1.0):
+    """Per-anchor :func:`smooth_l1` over the 4 box codes; 0 for unmatched anchors."""
+    per_anchor = smooth_l1(box_targets, box_codes, beta)
     return per_anchor * ops.cast(class_targets >= 0, per_anchor.dtype)
 
 

@@ -1,0 +1,75 @@
+"""Faster R-CNN (C4 and FPN): detectron2's parameter count, outputs, .keras round trip, a train step."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_pyramids as kp
+from keras_pyramids.models.two_stage import TwoStageDetector
+from keras_pyramids.ops.ground_truth import GroundTruthTruncatedWarning
+
+BATCH_NORM = ("gamma", "beta", "moving_mean", "moving_variance")
+SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
+SMALL = {
+    "faster_rcnn_resnet50_fpn": dict(num_classes=3, image_size=128, backbone_width=0.125, fpn_depth=32,
+                                     fc_dim=64, proposals=SMALL_PROPOSALS, rois_per_image=32, max_boxes=4),
+    "faster_rcnn_resnet50_c4": dict(num_classes=3, image_size=128, backbone_width=0.125,
+                                    proposals=SMALL_PROPOSALS, rois_per_image=32, max_boxes=4),
+}
+
+
+def non_batch_norm_params(model):
+    return sum(int(np.prod(v.shape)) for v in model.weights if not v.path.endswith(BATCH_NORM))
+
+
+def test_fpn_parameter_count_is_detectron2s():
+    model = kp.build_model("faster_rcnn_resnet50_fpn", num_classes=80, image_size=800)
+    # detectron2 faster_rcnn_R_50_FPN: ResNet-50 23,454,912 + FPN 3,344,384 + RPN 593,935 + box head 14,306,705.
+    assert non_batch_norm_params(model) == 41_699_936
+    assert model.kind == "detector" and isinstance(model, TwoStageDetector)
+    assert model.feature_shapes == [(200, 200), (100, 100), (50, 50), (25, 25), (13, 13)]
+    assert model.anchors.shape == (3 * (200 * 200 + 100 * 100 + 50 * 50 + 25 * 25 + 13 * 13), 4)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_outputs_and_keras_round_trip(tmp_path, name):
+    model = kp.build_model(name, **SMALL[name])
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    raw = model(images)
+    assert tuple(raw["boxes"].shape) == (2, 32, 3, 4) and tuple(raw["classes"].shape) == (2, 32, 4)
+    before = model.predict_on_batch(images)
+    assert before["boxes"].shape == (2, 100, 4) and before["classes"].dtype == np.int32
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is TwoStageDetector and loaded.num_classes == 3
+    after = loaded.predict_on_batch(images)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_train_step_with_no_boxes_and_too_many_boxes(name):
+    keras.utils.set_random_seed(0)
+    model = kp.build_model(name, **SMALL[name])
+    assign = model.target_assigner()
+    boxes = np.array([[0.1 * i, 0.1 * i, 0.1 * i + 0.2, 0.1 * i + 0.3] for i in range(6)], np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        crowded = assign(tf.constant(boxes), tf.constant([0, 1, 2, 0, 1, 2]))  # 6 boxes > max_boxes 4
+    assert any(issubclass(w.category, GroundTruthTruncatedWarning) for w in caught)
+    empty = assign(tf.zeros([0, 4]), tf.zeros([0], tf.int32))
+    targets = {k: np.stack([crowded[k].numpy(), empty[k].numpy()]) for k in crowded}
+    assert targets["boxes"].shape == (2, 4, 4) and targets["classes"][1].tolist() == [-1] * 4
+    images = np.random.default_rng(1).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    first = model.train_on_batch(images, targets, return_dict=True)
+    assert set(first) == {"loss", "rpn_class_loss", "rpn_box_loss", "class_loss", "box_loss"}
+    assert all(np.isfinite(v) for v in first.values())
+    for _ in range(5):
+        last = model.train_on_batch(images, targets, return_dict=True)
+    assert last["rpn_class_loss"] < first["rpn_class_loss"]
