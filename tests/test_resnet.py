@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_pyramids.backbones import level_stride
 from keras_pyramids.backbones import resnet as resnet_lib
 from keras_pyramids.backbones.vgg import CaffePreprocess
 
@@ -72,7 +73,7 @@ def test_resnet50_conv_kernels_match_detectron2_count_and_default_shapes():
         "C2": (16, 16, 256), "C3": (8, 8, 512), "C4": (4, 4, 1024), "C5": (2, 2, 2048),
     }
     assert list(model.output) == ["C2", "C3", "C4", "C5"]
-    assert all(SIZE // v.shape[1] == resnet_lib.ENDPOINT_STRIDES[k] for k, v in model.output.items())
+    assert all(SIZE // v.shape[1] == level_stride(k) for k, v in model.output.items())
     # Bias-free convolutions, Caffe layout: stride in the first 1x1.
     block = model.get_layer("conv3").blocks[0]
     assert block.conv1.strides == (2, 2) and block.conv2.strides == (1, 1) and not block.conv1.use_bias
@@ -85,11 +86,44 @@ def test_resnet101_shapes_counts_and_copy_from_keras_applications():
     assert len(model.get_layer("conv4").blocks) == 23
     assert tuple(model.output["C5"].shape[1:]) == (2, 2, 2048)
     reference = keras.applications.ResNet101(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    assert kernel_count(model) == sum(int(np.prod(w.shape)) for w in reference.weights if w.name == "kernel")
     report = resnet_lib.load_keras_applications_weights(model, reference)
     assert report.complete and not report.unused and len(report.folded) == 104
     np.testing.assert_array_equal(
         np.asarray(model.get_layer("conv4").blocks[22].conv3.kernel),
         np.asarray(reference.get_layer("conv4_block23_3_conv").kernel),
+    )
+
+
+def test_imagenet_weights_come_from_keras_applications_and_a_path_loads(monkeypatch, tmp_path):
+    """The ``weights="imagenet"`` wiring, offline: keras.applications is asked for its ImageNet model."""
+    keras.utils.set_random_seed(2)
+    reference = keras.applications.ResNet50(weights=None, include_top=False)
+    randomise_statistics_and_biases(reference, seed=2)
+    asked = []
+
+    def fake_resnet50(include_top, weights):
+        asked.append((include_top, weights))
+        return reference
+
+    monkeypatch.setattr(keras.applications, "ResNet50", fake_resnet50)
+    model = resnet_lib.resnet50((SIZE, SIZE, 3), outputs=("C3",), weights="imagenet")
+    assert asked == [(False, "imagenet")]
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("conv3").blocks[3].bn3.moving_mean),
+        np.asarray(reference.get_layer("conv3_block4_3_bn").moving_mean)
+        - np.asarray(reference.get_layer("conv3_block4_3_conv").bias),
+    )
+    with pytest.warns(UserWarning, match="did not cover 8 weights: \\['conv3_block1_2_conv/depthwise_kernel'"):
+        resnet_lib.resnet50(
+            (SIZE, SIZE, 3), outputs=("C3",), weights="imagenet", conv3x3=("conv", "test_separable", "conv", "conv")
+        )
+    path = tmp_path / "r50.weights.h5"
+    model.save_weights(path)
+    again = resnet_lib.resnet50((SIZE, SIZE, 3), outputs=("C3",), weights=str(path))
+    x = images(1)
+    np.testing.assert_allclose(
+        np.asarray(again(x, training=False)["C3"]), np.asarray(model(x, training=False)["C3"]), rtol=1e-6, atol=1e-6
     )
 
 
@@ -104,6 +138,7 @@ def test_dilated_stage_keeps_the_size():
     )
     assert tuple(model.output["C4"].shape[1:]) == (4, 4, 1024)
     assert tuple(model.output["C4b"].shape[1:]) == (4, 4, 2048)  # conv5_x kept at stride 16
+    assert all(SIZE // v.shape[1] == level_stride(k) for k, v in model.output.items())
     assert all(block.conv2.dilation_rate == (2, 2) for block in model.get_layer("conv5").blocks)
     assert model.get_layer("conv4").blocks[0].conv2.dilation_rate == (1, 1)
     out = model(images(1), training=False)

@@ -70,8 +70,7 @@ EXPANSION = 4
 BATCH_NORM_EPSILON = 1.001e-5
 # PyTorch's default (momentum 0.1 there = 0.9 in Keras), as torchvision/detectron2.
 BATCH_NORM_MOMENTUM = 0.9
-# Strides of the keys with the default strides/dilations (conv1 + pool1 = 4).
-ENDPOINT_STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
+# conv1 (stride 2) + pool1 (stride 2).
 STEM_STRIDE = 4
 # IPG-Net section 3.4: "each new stage contains two Bottleneck modules, same
 # as ResNet". The paper's Table 3 "7(keep)" row (the last 3 stages keep their
@@ -621,7 +620,11 @@ def resnet(
         report = load_keras_applications_weights(model, application(include_top=False, weights="imagenet"))
         standard = [k for k in report.missing if int(re.match(r"conv(\d+)", k).group(1)) <= 5]
         if standard:
-            warnings.warn(f"ImageNet weights did not cover {len(standard)} weights: {standard[:5]} ...")
+            warnings.warn(
+                f"ImageNet weights did not cover {len(standard)} weights: {standard[:5]}"
+                f"{' ...' if len(standard) > 5 else ''} (they keep their initial values).",
+                stacklevel=2,
+            )
     elif weights is not None:
         model.load_weights(weights)
     return model
