@@ -33,7 +33,7 @@ from keras_pyramids.models.detector import Detector, scale_loss_for_replicas, wi
 from keras_pyramids.ops.ground_truth import pad_ground_truth
 from keras_pyramids.ops.losses import smooth_l1
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
-from keras_pyramids.ops.proposals import ProposalGenerator
+from keras_pyramids.ops.proposals import ProposalGenerator, decode_clamped
 from keras_pyramids.ops.roi_align import RoIAlign
 from keras_pyramids.ops.roi_sampler import RoISampler
 from keras_pyramids.ops.rpn_label_encoder import RPNLabelEncoder
@@ -176,7 +176,8 @@ class TwoStageDetector(Detector):
     def decode(self, outputs):
         """Raw outputs -> per-class boxes ``[B, R, C, 4]`` (clipped) and foreground scores ``[B, R, C]``."""
         proposals = ops.convert_to_tensor(outputs["proposals"])
-        boxes = self.roi_sampler.box_coder.decode(outputs["boxes"], proposals[:, :, None, :])
+        # Size deltas clamped as the proposals' (an early or diverged head must not overflow exp).
+        boxes = decode_clamped(self.roi_sampler.box_coder, outputs["boxes"], proposals[:, :, None, :])
         probabilities = ops.softmax(ops.cast(outputs["classes"], "float32"), axis=-1)[..., :self.num_classes]
         valid = ops.cast(outputs["proposal_valid"], "float32")[..., None]
         return {"boxes": ops.clip(boxes, 0.0, 1.0), "scores": probabilities * valid}
