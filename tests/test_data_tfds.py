@@ -8,7 +8,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_pyramids.ops.anchors import ssd_anchors
-from keras_pyramids.data import load_dataset, make_detection_pipeline
+from keras_pyramids.data import load_dataset, make_detection_pipeline, shared_images
+from keras_pyramids.data.tfds_datasets import split_ranges
 from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 
 
@@ -152,3 +153,18 @@ def test_voc_ground_truth_flags_difficult_and_uses_continuous_pixels(tmp_path, i
         (example,) = list(data.examples.as_numpy_iterator())
         np.testing.assert_allclose(example["boxes"][0], [5 / 50, 10 / 100, 30 / 50, 60 / 100], atol=1e-6)
         assert len(example["boxes"]) == 2  # difficult objects are trained on unless skip_difficult
+
+
+def test_same_tfds_split_shares_its_images(tmp_path):
+    with tfds.testing.mock_data(num_examples=4):
+        train = load_dataset("voc/2007", "train", data_dir=str(tmp_path))
+        assert shared_images(train, load_dataset("voc/2007", "train", data_dir=str(tmp_path))) == 4
+        assert shared_images(train, load_dataset("voc/2007", "validation", data_dir=str(tmp_path))) == 0
+
+
+def test_split_slices_map_to_record_ranges():
+    infos = {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0, filename_template=None)
+             for name, n in (("train", 100), ("validation", 10))}
+    assert split_ranges("train[:80%]", infos) == [("train", 0, 80)]
+    assert split_ranges("train[80%:]", infos) == [("train", 80, 100)]  # disjoint from the above
+    assert split_ranges("train+validation[:3]", infos) == [("train", 0, 100), ("validation", 0, 3)]

@@ -18,6 +18,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import sys
 
 import tensorflow as tf
@@ -102,8 +103,10 @@ def decode_check(path):
     try:
         shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
     except tf.errors.OpError as error:
-        reason = error.message.splitlines()[0] if error.message else type(error).__name__
-        raise ValueError(f"{path} is a truncated or corrupt {fmt} ({reason.strip()}).") from None
+        # TensorFlow's message without its op and device decoration.
+        reason = (error.message or type(error).__name__).splitlines()[0]
+        reason = re.sub(r"\{\{[^}]*\}\}|\[Op:\w+\]", "", reason).strip()
+        raise ValueError(f"{path} is a truncated or corrupt {fmt} ({reason}).") from None
     return int(shape[1]), int(shape[0])
 
 

@@ -164,16 +164,29 @@ def _ground_truth(builder, split, name, class_names, category_ids):
             "categories": coco_format.coco_categories(category_ids, class_names)}
 
 
-def _image_source(builder, name, split):
+def split_ranges(split, split_infos):
+    """``[(split name, start, stop)]`` record ranges a TFDS split spec reads.
+
+    Args:
+        split: a TFDS split spec (``"train"``, ``"train[:80%]"``, ``"a+b[5:]"``).
+        split_infos: the builder's ``info.splits`` (name -> ``SplitInfo``).
+    """
+    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(split_infos)
+    return [(i.splitname, i.from_ or 0, i.to if i.to is not None else split_infos[i.splitname].num_examples)
+            for i in instructions]
+
+
+def _image_source(builder, name, split, num_examples):
     """``(key, start, stop)`` ranges of the records ``split`` reads (see ``DetectionDataset``)."""
     root = os.path.realpath(str(builder.data_dir))
     try:
-        instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
-        return tuple((("tfds", name, root, i.splitname), i.from_, i.to) for i in instructions)
+        ranges = split_ranges(split, builder.info.splits)
     except (ValueError, KeyError, TypeError, AttributeError):
-        # Split sizes unknown (e.g. TFDS mock data): a split counts as a whole.
+        # Split sizes unknown (e.g. TFDS mock data): each split named counts
+        # as its first num_examples records, so the same split overlaps itself.
         names = sorted({part.split("[")[0].strip() for part in split.split("+")})
-        return tuple((("tfds", name, root, n), 0, 2**62) for n in names if n)
+        ranges = [(n, 0, num_examples or 1) for n in names if n]
+    return tuple((("tfds", name, root, split_name), start, stop) for split_name, start, stop in ranges)
 
 
 def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_difficult=False):
@@ -252,6 +265,6 @@ def load_tfds(name, split, data_dir=None, download=False, skip_crowd=True, skip_
         num_examples=num_examples,
         ground_truth_fn=lambda: _ground_truth(builder, split, name, names, category_ids),
         protocol=DEFAULT_PROTOCOLS[name],
-        image_source=_image_source(builder, name, split),
+        image_source=_image_source(builder, name, split, num_examples),
         description=f"{name} split {split!r}",
     )
