@@ -1,4 +1,4 @@
-"""The ``keras-pyramids`` command: train, evaluate, export, list-models, report.
+"""The ``keras-pyramids`` command: train, evaluate, predict, export, anchors, list-models, report.
 
 Examples::
 
@@ -6,6 +6,8 @@ Examples::
     keras-pyramids train --model ppn_mobilenet --dataset shapes --image-size 160 --epochs 5
     keras-pyramids evaluate runs/ppn_mobilenet_shapes/model.keras --split validation
     keras-pyramids export runs/ppn_mobilenet_shapes/model.keras exported/ppn --format saved_model
+    keras-pyramids predict runs/ppn_mobilenet_shapes/model.keras my_photos/ --output detections/
+    keras-pyramids anchors --config experiments/ppn_mobilenet_shapes.json
     keras-pyramids list-models
     keras-pyramids report --models ppn_mobilenet ssd_mobilenet
 
@@ -25,8 +27,11 @@ import typing
 # keras_pyramids/__init__.py has already hidden TensorFlow's start-up notices
 # (keras_pyramids.startup), so the imports below can stay at module level.
 from keras_pyramids import export
+from keras_pyramids.anchor_coverage import anchor_coverage, plot_anchor_coverage
+from keras_pyramids.categories import find_categories
 from keras_pyramids.data import load_dataset
 from keras_pyramids.evaluation import describe_metrics, evaluate_detector
+from keras_pyramids.predict import DEFAULT_SCORE_THRESHOLD, predict_files
 from keras_pyramids.registry import build_model, list_models
 from keras_pyramids.report import format_report, model_report
 from keras_pyramids.saving import load_model
@@ -144,6 +149,8 @@ def _train_config_from_args(args):
             raise CliError("--annotations/--images and --eval-annotations/--eval-images are COCO files: "
                            "they need --dataset coco_folder (the default with them).")
         overrides["dataset"] = "coco_folder"
+    if args.quiet:
+        overrides["verbose"] = 0
     if args.config:
         config = TrainConfig.from_json(args.config, **overrides)
     else:
@@ -221,7 +228,8 @@ def cmd_evaluate(args):
     metrics = evaluate_detector(model, data, batch_size=args.batch_size,
                                 max_examples=args.max_examples, verbose=args.verbose,
                                 protocol=args.protocol or (run_config.get("eval_protocol")
-                                                           if dataset == run_config.get("dataset") else None))
+                                                           if dataset == run_config.get("dataset") else None),
+                                progress=not args.quiet)
     _print_metrics(metrics, f"{dataset}:{split}")
     if args.png:
         print(f"detections: {save_detections_png(model, data, args.png, num_images=args.num_images)}")
@@ -244,11 +252,73 @@ def cmd_export(args):
     if args.format == "saved_model":
         if args.quantize:
             raise CliError("--quantize applies to --format tflite only.")
-        path = export.export_saved_model(model, args.output)
+        path = export.export_saved_model(model, args.output,
+                                         categories=find_categories(args.model_path))
         print(f"SavedModel: {path} (signatures serving_default: uint8 images, serving_bytes: encoded images)")
     else:
         path = export.export_tflite(model, args.output, quantize=args.quantize)
         print(f"TFLite: {path} (NMS settings: {path}.json; run with keras_pyramids.export.run_tflite)")
+    return 0
+
+
+# -- predict ------------------------------------------------------------------------
+
+def cmd_predict(args):
+    start = time.time()
+    written = predict_files(args.model, args.inputs, args.output,
+                            score_threshold=args.score_threshold, categories=args.categories,
+                            batch_size=args.batch_size, draw=not args.no_pictures,
+                            progress=not args.quiet)
+    detections = sum(item["detections"] for item in written)
+    print(f"{len(written)} image(s), {detections} detection(s) with score >= "
+          f"{args.score_threshold}: {args.output}/<image>.json"
+          + ("" if args.no_pictures else " and <image>.png"))
+    print(f"wall time: {time.time() - start:.1f}s")
+    return 0
+
+
+# -- anchors ------------------------------------------------------------------------
+
+def cmd_anchors(args):
+    start = time.time()
+    overrides = {"model": args.model, "image_size": args.image_size,
+                 "model_kwargs": args.model_kwargs, "dataset": args.dataset,
+                 "data_dir": args.data_dir, "dataset_kwargs": args.dataset_kwargs}
+    from_file = args.model is not None and args.model.endswith(".keras")
+    if from_file:
+        overrides["model"] = None  # not a registry name; the saved model is used as it is
+    if args.config:
+        config = TrainConfig.from_json(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    split = args.split or config.train_split
+    name = os.path.splitext(os.path.basename(args.model))[0] if from_file else config.model
+    plot_path = args.plot or f"anchor_coverage_{name}_{config.dataset.replace('/', '_')}_{split}.png"
+    for path in (plot_path, args.output_json):
+        if path and os.path.exists(path):
+            raise FileExistsError(f"{path} already exists; not overwriting it.")
+    if from_file:
+        model = load_model(args.model)
+    elif config.model not in list_models():
+        build_model(config.model)  # the registry's error, before any data is loaded
+    data = load_dataset(config.dataset, split, data_dir=config.data_dir, **config.dataset_kwargs)
+    if not from_file:
+        model = build_model(config.model, num_classes=data.num_classes,
+                            image_size=config.image_size, **config.model_kwargs)
+    if not hasattr(model, "anchors"):
+        raise CliError(f"{name} has no anchors: it is not a detector (an SPP-net classifier?).")
+    coverage = anchor_coverage(model, data, max_images=args.max_images, progress=not args.quiet)
+    print(coverage.format())
+    title = (f"{name} at {model.image_size[0]}x{model.image_size[1]} on "
+             f"{config.dataset}:{split} ({coverage.total_anchors} anchors)")
+    print(f"plot: {plot_anchor_coverage(coverage, plot_path, title=title)}")
+    if args.output_json:
+        with open(args.output_json, "x") as f:
+            json.dump({"model": name, "image_size": list(model.image_size),
+                       "dataset": config.dataset, "split": split,
+                       "summary": coverage.summary(), "boxes": coverage.records()}, f, indent=1)
+        print(f"per-box table: {args.output_json}")
+    print(f"wall time: {time.time() - start:.1f}s")
     return 0
 
 
@@ -291,6 +361,8 @@ def build_parser():
                                 "dataset coco_folder)")
         train.add_argument(f"--{prefix}images", metavar="DIR",
                            help=f"folder of the {split} split's images (the JSON's file_name entries)")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar or per-epoch lines (same as --verbose 0)")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics of a saved .keras model")
@@ -314,6 +386,7 @@ def build_parser():
                                "(area under the curve); default: the run's, else the dataset's "
                                "(voc2007 for voc/2007, coco otherwise)")
     evaluate.add_argument("--verbose", action="store_true", help="print pycocotools' tables")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
     exporter = commands.add_parser(
@@ -324,6 +397,50 @@ def build_parser():
     exporter.add_argument("--quantize", choices=("dynamic_int8",),
                           help="TFLite only: dynamic-range int8 weights")
     exporter.set_defaults(func=cmd_export)
+
+    predict = commands.add_parser(
+        "predict", help="detect objects in your JPEG/PNG images: a COCO results JSON and a "
+                        "picture per image")
+    predict.add_argument("model", metavar="MODEL",
+                         help="a .keras detector (e.g. runs/<run>/model.keras) or an exported "
+                              "SavedModel folder")
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                         help="JPEG/PNG files of any size, or folders of them")
+    predict.add_argument("--output", required=True, metavar="DIR",
+                         help="folder for <image>.json and <image>.png (existing files are "
+                              "never replaced)")
+    predict.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
+                         help="leave out detections scoring below this (default %(default)s)")
+    predict.add_argument("--categories", metavar="JSON",
+                         help="class names: a categories.json or COCO annotations file (default: "
+                              "the training run's categories.json, else class numbers)")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--no-pictures", action="store_true", help="write the JSON files only")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
+
+    anchors = commands.add_parser(
+        "anchors", help="which ground-truth boxes the model's anchors can match: best IoU per "
+                        "box, by COCO size and class, and a plot")
+    anchors.add_argument("--config", help="a training config (experiments/*.json): its model, "
+                                          "image size and dataset; other flags override it")
+    anchors.add_argument("--model", help="registered model name (default ppn_mobilenet), or a "
+                                         "trained .keras detector")
+    anchors.add_argument("--image-size", type=_parse_image_size, metavar="N|H,W")
+    anchors.add_argument("--model-kwargs", type=_parse_json_object, metavar="JSON",
+                         help="extra factory arguments, e.g. '{\"depth_multiplier\": 0.5}'")
+    anchors.add_argument("--dataset", help="dataset name (default shapes)")
+    anchors.add_argument("--data-dir")
+    anchors.add_argument("--dataset-kwargs", type=_parse_json_object, metavar="JSON")
+    anchors.add_argument("--split", help="split to look at (default: the config's train_split)")
+    anchors.add_argument("--max-images", type=int, help="look at the first N images only")
+    anchors.add_argument("--plot", metavar="PNG",
+                         help="new PNG of best IoU against box size (default "
+                              "anchor_coverage_<model>_<dataset>_<split>.png)")
+    anchors.add_argument("--output-json", metavar="JSON",
+                         help="also write the summary and the per-box table to this new file")
+    anchors.add_argument("--quiet", action="store_true", help="no progress bar")
+    anchors.set_defaults(func=cmd_anchors)
 
     listing = commands.add_parser("list-models", help="names of all registered models")
     listing.set_defaults(func=cmd_list_models)

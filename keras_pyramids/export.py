@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_pyramids.categories import SAVED_MODEL_EXTRA_DIR, categories_file
 from keras_pyramids.data.pipeline import resize_image
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
 
@@ -135,13 +136,16 @@ def serve_bytes(model, encoded):
     return detect_in_pixels(model, images, sizes)
 
 
-def export_saved_model(model, path, overwrite=False):
+def export_saved_model(model, path, overwrite=False, categories=None):
     """Writes ``model`` as a SavedModel with ``serving_default`` and ``serving_bytes``.
 
     Args:
         model: a ``Detector`` (any family of the zoo).
         path: new directory to write.
         overwrite: replace an existing ``path``.
+        categories: optional :class:`~keras_pyramids.categories.Categories` of
+            the model, written to ``<path>/assets.extra/categories.json`` (read
+            by ``keras-pyramids predict``).
 
     Returns:
         ``path``. Load with ``tf.saved_model.load(path)`` and call
@@ -169,6 +173,10 @@ def export_saved_model(model, path, overwrite=False):
         input_signature=[tf.TensorSpec(None, tf.string, name="encoded")],  # any rank: checked inside
     )
     archive.write_out(path, verbose=False)
+    if categories is not None:
+        os.makedirs(os.path.join(path, SAVED_MODEL_EXTRA_DIR), exist_ok=True)
+        with open(categories_file(path), "w") as f:
+            json.dump(categories.to_dict(), f, indent=1)
     return path
 
 

@@ -10,6 +10,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from keras_pyramids.data import make_inference_pipeline
+
 # Distinct colours for classes (Tableau 10), cycled.
 _PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -23,15 +25,101 @@ def class_colour(class_id):
     return _PALETTE[int(class_id) % len(_PALETTE)]
 
 
+def text_colour(background):
+    """Black or white, whichever reads better on ``background`` (ITU-R BT.601 luma)."""
+    red, green, blue = background[:3]
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else (255, 255, 255)
+
+
 def _label(class_id, class_names, score=None):
     name = class_names[class_id] if class_names is not None and 0 <= class_id < len(class_names) \
         else str(class_id)
     return name if score is None else f"{name} {score:.2f}"
 
 
+def _overlap(a, b):
+    """Intersection area of two ``(x0, y0, x1, y1)`` rectangles (``x1``, ``y1`` exclusive)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+# Rows of label height a label may move away from its box's edge to find free space.
+_MAX_LABEL_SHIFT = 3
+
+
+def layout_labels(boxes, label_sizes, image_size):
+    """Places one label rectangle per box so labels do not cover each other or their own box.
+
+    Boxes are placed in the given order (most important first). Each label
+    tries, in order: above the box at its left corner, above at its right
+    corner, below at its left corner, below at its right corner, the same one,
+    two and three label rows further out, and last inside the box's top-left
+    corner. It takes the first place that is inside the image and overlaps no
+    label placed before it, its own box or any other box; when every place
+    overlaps something, the one with the least weighted overlap (labels 1000,
+    own box 10, other boxes 1 per pixel) wins.
+
+    Args:
+        boxes: ``[K, 4]`` pixel ``(x0, y0, x1, y1)`` of the boxes, corners
+            included in the box (an outline of width ``w`` drawn by Pillow covers
+            ``[x0, x0 + w)``), so a label ending at ``y0`` does not cover it.
+        label_sizes: ``[K]`` ``(width, height)`` of each label in pixels.
+        image_size: ``(width, height)`` of the picture.
+
+    Returns:
+        list of ``K`` label rectangles ``(x0, y0, x1, y1)`` (``x1``, ``y1``
+        exclusive), inside the image.
+    """
+    image_w, image_h = image_size
+    boxes = [tuple(float(v) for v in box) for box in np.asarray(boxes, np.float64).reshape(-1, 4)]
+    # Own box including its far outline pixel (Pillow draws x1 and y1 inclusive).
+    solid = [(x0, y0, x1 + 1, y1 + 1) for x0, y0, x1, y1 in boxes]
+    placed = []
+    for index, ((x0, y0, x1, y1), (width, height)) in enumerate(zip(boxes, label_sizes)):
+        width, height = float(min(width, image_w)), float(min(height, image_h))
+        candidates = []
+        for step in range(_MAX_LABEL_SHIFT + 1):
+            above, below = y0 - (step + 1) * height, y1 + 1 + step * height
+            for top in (above, below):
+                for left in (x0, x1 + 1 - width):
+                    candidates.append((left, top))
+        candidates.append((x0 + 1, y0 + 1))
+        best, best_cost = None, None
+        for left, top in candidates:
+            if top < 0 or top + height > image_h:
+                continue
+            left = min(max(left, 0.0), image_w - width)
+            rect = (left, top, left + width, top + height)
+            cost = (1000 * sum(_overlap(rect, other) for other in placed)
+                    + 10 * _overlap(rect, solid[index])
+                    + sum(_overlap(rect, box) for i, box in enumerate(solid) if i != index))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = rect, cost
+            if cost == 0:
+                break
+        if best is None:  # the label is taller than the space above and below: top-left inside
+            left = min(max(x0, 0.0), image_w - width)
+            top = min(max(y0, 0.0), image_h - height)
+            best = (left, top, left + width, top + height)
+        placed.append(best)
+    return placed
+
+
+def _font(image_size):
+    """Pillow's own font (no file needed) at a size that stays legible on ``image_size`` (W, H)."""
+    size = int(np.clip(round(min(image_size) * 0.035), 11, 40))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
 def draw_detections(image, boxes, classes, scores=None, class_names=None, score_threshold=0.3,
-                    gt_boxes=None, gt_classes=None, line_width=2):
+                    gt_boxes=None, gt_classes=None, line_width=None):
     """Returns a copy of ``image`` with boxes and labels drawn on it.
+
+    Labels (class name and score) are placed by :func:`layout_labels`: the
+    most confident detections first, each label outside its box when there is
+    room and never on another label.
 
     Args:
         image: uint8 ``[H, W, 3]`` array or ``PIL.Image``.
@@ -42,7 +130,8 @@ def draw_detections(image, boxes, classes, scores=None, class_names=None, score_
         class_names: names of the class indices (indices are shown otherwise).
         gt_boxes, gt_classes: optional ground truth, drawn first in white with a
             thin line so detections stay readable on top of it.
-        line_width: box outline width in pixels.
+        line_width: box outline width in pixels (default: grows with the image,
+            2 px up to 600 px).
 
     Returns:
         ``PIL.Image`` (RGB).
@@ -51,8 +140,10 @@ def draw_detections(image, boxes, classes, scores=None, class_names=None, score_
         else image.copy()
     canvas = canvas.convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
     width, height = canvas.size
+    font = _font((width, height))
+    if line_width is None:
+        line_width = max(2, round(min(width, height) / 300))
     scale = np.array([height, width, height, width], np.float64)
 
     def box_pixels(box):
@@ -60,28 +151,36 @@ def draw_detections(image, boxes, classes, scores=None, class_names=None, score_
         return xmin, ymin, xmax, ymax
 
     if gt_boxes is not None:
-        gt_classes = gt_classes if gt_classes is not None else [None] * len(gt_boxes)
-        for box, cls in zip(np.asarray(gt_boxes).reshape(-1, 4), gt_classes):
+        for box in np.asarray(gt_boxes).reshape(-1, 4):
             draw.rectangle(box_pixels(box), outline=_GROUND_TRUTH_COLOUR, width=1)
 
     boxes = np.asarray(boxes).reshape(-1, 4)
     classes = np.asarray(classes).reshape(-1).astype(np.int64)
     scores = None if scores is None else np.asarray(scores).reshape(-1)
-    # Draw low scores first so the most confident boxes end on top.
-    order = np.argsort(scores) if scores is not None else np.arange(len(boxes))
-    for i in order:
-        if scores is not None and scores[i] < score_threshold:
-            continue
-        colour = class_colour(classes[i])
-        x0, y0, x1, y1 = box_pixels(boxes[i])
-        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line_width)
-        text = _label(int(classes[i]), class_names, None if scores is None else float(scores[i]))
+    # Most confident first: they get the best label places.
+    order = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(boxes))
+    if scores is not None:
+        order = [i for i in order if scores[i] >= score_threshold]
+    pixel_boxes = [box_pixels(boxes[i]) for i in order]
+    texts = [_label(int(classes[i]), class_names, None if scores is None else float(scores[i]))
+             for i in order]
+    padding = 2
+    sizes = []
+    for text in texts:
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        text_h = bottom - top + 2
-        # Label above the box, or inside it when the box touches the top edge.
-        ty = y0 - text_h if y0 - text_h >= 0 else y0
-        draw.rectangle((x0, ty, x0 + right - left + 4, ty + text_h), fill=colour)
-        draw.text((x0 + 2, ty), text, fill=(255, 255, 255), font=font)
+        sizes.append((right - left + 2 * padding, bottom - top + 2 * padding))
+    labels = layout_labels(pixel_boxes, sizes, (width, height))
+    # Boxes first, then every label on top, so no outline crosses a label; the
+    # least confident box is drawn first so the most confident outline is on top.
+    for i, box in reversed(list(zip(order, pixel_boxes))):
+        draw.rectangle(box, outline=class_colour(classes[i]), width=line_width)
+    for i, text, rect in zip(order, texts, labels):
+        colour = class_colour(classes[i])
+        # Pillow's rectangle includes its far corner; the layout's is exclusive.
+        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=colour)
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.text((rect[0] + padding - left, rect[1] + padding - top), text,
+                  fill=text_colour(colour), font=font)
     return canvas
 
 
@@ -133,8 +232,6 @@ def save_detections_png(model, dataset, path, num_images=6, columns=3, score_thr
     Returns:
         ``path``.
     """
-    from keras_pyramids.data import make_inference_pipeline
-
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} already exists; not overwriting it.")
     examples = dataset.examples.take(int(num_images))

@@ -127,6 +127,9 @@ def test_interrupted_run_resumes_from_last_epoch_and_never_overwrites(tmp_path):
     assert not os.path.exists(model_dir / "backup")  # removed once the run finished
     assert result.model.jit_compile is default_jit_compile()
     assert user_file.read_text() == "mine"
+    # The training data's categories, for predictions that name their classes.
+    categories = json.loads((model_dir / "categories.json").read_text())["categories"]
+    assert [c["name"] for c in categories] == ["circle", "square", "triangle", "cross"]
 
     restored = keras.saving.load_model(result.model_path)
     assert restored.count_params() == result.model.count_params()

@@ -52,7 +52,7 @@ def detections_to_coco_results(detections, image_ids, original_sizes, category_i
     return results
 
 
-def predict_coco_results(model, inference_batches, category_ids, max_batches=None):
+def predict_coco_results(model, inference_batches, category_ids, max_batches=None, progress=None):
     """Runs ``model`` over an inference pipeline and collects COCO results.
 
     Args:
@@ -62,6 +62,7 @@ def predict_coco_results(model, inference_batches, category_ids, max_batches=Non
             "original_size": [B, 2]})``, e.g. ``make_inference_pipeline``.
         category_ids: COCO category id of each class index.
         max_batches: stop after this many batches.
+        progress: optional :class:`keras_pyramids.progress.Progress` counting images.
 
     Returns:
         ``(results, image_ids)``: the COCO result list and every image id seen
@@ -80,4 +81,8 @@ def predict_coco_results(model, inference_batches, category_ids, max_batches=Non
             detections, image_ids, np.asarray(info["original_size"]), category_ids
         )
         seen += [int(i) for i in image_ids]
+        if progress is not None:
+            progress.update(len(seen))
+    if progress is not None:
+        progress.finish()
     return results, seen

@@ -3,10 +3,11 @@
 from keras_pyramids.data import make_inference_pipeline
 from keras_pyramids.evaluation.detections import predict_coco_results
 from keras_pyramids.evaluation.protocols import get_protocol
+from keras_pyramids.progress import Progress
 
 
 def evaluate_detector(model, dataset, batch_size=8, max_examples=None, verbose=False,
-                      jit_compile=None, protocol=None):
+                      jit_compile=None, protocol=None, progress=False):
     """Metrics of ``model`` on a ``DetectionDataset`` (any of the zoo's datasets).
 
     The detections go through ``predict_on_batch``; the ground truth is the
@@ -27,6 +28,7 @@ def evaluate_detector(model, dataset, batch_size=8, max_examples=None, verbose=F
         protocol: a name of :data:`~keras_pyramids.evaluation.protocols.PROTOCOLS`;
             default ``dataset.protocol`` (``"voc2007"`` for ``voc/2007``,
             else ``"coco"``).
+        progress: show a progress bar (images done, time left).
 
     Returns:
         dict of the protocol's metrics (COCO: the 12 stats of
@@ -42,7 +44,11 @@ def evaluate_detector(model, dataset, batch_size=8, max_examples=None, verbose=F
     if max_examples is not None:
         examples = examples.take(int(max_examples))
     batches = make_inference_pipeline(examples, model.image_size, batch_size)
-    results, image_ids = predict_coco_results(model, batches, dataset.category_ids)
+    total = dataset.num_examples
+    if max_examples is not None:
+        total = min(int(max_examples), total) if total is not None else int(max_examples)
+    bar = Progress(total, "image", title="Evaluating") if progress else None
+    results, image_ids = predict_coco_results(model, batches, dataset.category_ids, progress=bar)
     metrics = chosen.evaluate(dataset.coco_ground_truth(), results, image_ids=image_ids, verbose=verbose)
     metrics["protocol"] = chosen.name
     metrics["num_images"] = len(image_ids)

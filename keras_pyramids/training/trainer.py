@@ -16,7 +16,8 @@
    ``model.keras`` is saved), ``checkpoints/epoch_NNN.weights.h5`` (every
    epoch), ``history.json`` (per-epoch logs, kept across resumes; with
    ``eval_every_epochs``, also ``val_AP`` and ``val_AP50``) and
-   ``train_config.json``, each written atomically (temporary file, then
+   ``train_config.json`` and ``categories.json`` (the training data's class
+   names and category ids, for predictions), each written atomically (temporary file, then
    ``os.replace``) so that a kill never leaves a corrupt file;
 4. saves ``model.keras`` (atomically), evaluates COCO metrics on the held-out split
    (``metrics.json``) and draws detections on a few held-out images
@@ -35,9 +36,11 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_pyramids.categories import CATEGORIES_FILE, Categories
 from keras_pyramids.data import check_distinct, load_dataset, make_detection_pipeline
 from keras_pyramids.evaluation import evaluate_detector, get_protocol
 from keras_pyramids.evaluation.callback import CocoEvalCallback
+from keras_pyramids.progress import StepProgress
 from keras_pyramids.training.checkpoints import (
     AtomicBackupAndRestore,
     EpochCheckpoint,
@@ -114,7 +117,9 @@ class TrainConfig:
         eval_max_examples: evaluate on at most this many held-out images.
         num_visualize: held-out images drawn in ``detections.png`` (0: none).
         visualize_score_threshold: detections below this score are not drawn.
-        verbose: 0 silent, 1 one line per epoch, 2 also Keras' progress bar.
+        verbose: 0 silent; otherwise a per-step progress bar with the time
+            left, completed at each epoch's end with its losses and learning
+            rate (when the output is a file: a line every 30 s and one per epoch).
         description: free text (where the setting comes from).
     """
 
@@ -377,6 +382,9 @@ def train(config, callbacks=(), evaluate=True):
     jit_compile = config.jit_compile if config.jit_compile is not None else default_jit_compile(strategy)
     train_data = load_dataset(config.dataset, config.train_split, data_dir=config.data_dir,
                               **config.dataset_kwargs)
+    if chief:
+        write_json_atomic(os.path.join(model_dir, CATEGORIES_FILE),
+                          Categories.from_dataset(train_data).to_dict())
     steps_per_epoch = config.steps_per_epoch
     if steps_per_epoch is None:
         if not train_data.num_examples:
@@ -414,14 +422,18 @@ def train(config, callbacks=(), evaluate=True):
         pipeline = pipeline.with_options(options)
 
     os.makedirs(os.path.join(model_dir, CHECKPOINT_DIR), exist_ok=True)
+    # The progress callback prints the epochs; the logger keeps history.json.
     logger = EpochLogger(os.path.join(model_dir, HISTORY_FILE), config.epochs, steps_per_epoch,
-                         verbose=config.verbose)
+                         verbose=0)
     backup = AtomicBackupAndRestore(os.path.join(model_dir, BACKUP_DIR), steps_per_epoch,
                                     save_freq=config.backup_every_steps or "epoch")
     all_callbacks = [backup, EpochCheckpoint(os.path.join(model_dir, CHECKPOINT_DIR))]
     if config.eval_every_epochs:
         all_callbacks.append(_eval_callback(config, strategy, eval_data))  # before the logger: it adds logs
-    all_callbacks += [logger, *callbacks]
+    all_callbacks.append(logger)
+    if config.verbose:
+        all_callbacks.append(StepProgress())  # after the evaluation: shows its val_AP
+    all_callbacks += list(callbacks)
     # The backup's global step says where to continue (0 for a new run).
     initial_epoch, remaining = resume_plan(backup.restore(model), steps_per_epoch)
     if config.verbose:
@@ -429,8 +441,7 @@ def train(config, callbacks=(), evaluate=True):
               f"({train_data.num_examples} images, {config.epochs} epochs x {steps_per_epoch} steps, "
               f"batch {config.batch_size}, {strategy.num_replicas_in_sync} replica(s), "
               f"jit_compile={jit_compile}) into {model_dir}", flush=True)
-    fit_kwargs = dict(callbacks=all_callbacks, verbose=2 if config.verbose >= 2 else 0,
-                      shuffle=False)  # the pipeline shuffles
+    fit_kwargs = dict(callbacks=all_callbacks, verbose=0, shuffle=False)  # the pipeline shuffles
     if remaining < steps_per_epoch and initial_epoch < config.epochs:
         # Killed mid-epoch: fit cannot start inside an epoch, so the epoch's
         # remaining steps are one fit of their own (its history entry averages
@@ -482,7 +493,7 @@ def evaluate_run(model, config, eval_data=None):
                                  **config.dataset_kwargs)
     metrics = evaluate_detector(model, eval_data, batch_size=config.eval_batch_size,
                                 max_examples=config.eval_max_examples,
-                                protocol=config.eval_protocol)
+                                protocol=config.eval_protocol, progress=bool(config.verbose))
     with open(os.path.join(config.model_dir, METRICS_FILE), "w") as f:
         json.dump(dict(metrics, split=config.eval_split), f, indent=1)
     detections_path = None
