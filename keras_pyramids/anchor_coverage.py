@@ -54,11 +54,11 @@ def matching_settings(model):
         ``(anchors float32 [N, 4] normalised yxyx, {"matched_threshold",
         "unmatched_threshold", "force_match"})``.
     """
-    config = model.matcher_config
+    encoder = model.label_encoder
     settings = {
-        "matched_threshold": float(config["matched_threshold"]),
-        "unmatched_threshold": float(config["unmatched_threshold"]),
-        "force_match": bool(config["force_match"]),
+        "matched_threshold": float(encoder.matched_threshold),
+        "unmatched_threshold": float(encoder.unmatched_threshold),
+        "force_match": bool(encoder.force_match),
     }
     return np.asarray(model.anchors, np.float32), settings
 
@@ -271,9 +271,9 @@ def anchor_coverage(model, dataset, max_images=None, progress=False):
         columns["status"].append(status)
         num_images += 1
         if bar is not None:
-            bar.update(num_images, [("boxes", sum(len(c) for c in columns["best_iou"]))])
+            bar.update(num_images)
     if bar is not None:
-        bar.finish([("boxes", sum(len(c) for c in columns["best_iou"]))])
+        bar.finish()
     empty = {"image_ids": np.int64, "classes": np.int64, "num_anchors": np.int64, "status": object}
     arrays = {key: np.concatenate(values) if values else np.zeros(0, empty.get(key, np.float64))
               for key, values in columns.items()}

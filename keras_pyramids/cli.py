@@ -32,7 +32,7 @@ from keras_pyramids.categories import find_categories
 from keras_pyramids.data import load_dataset
 from keras_pyramids.evaluation import describe_metrics, evaluate_detector
 from keras_pyramids.predict import DEFAULT_SCORE_THRESHOLD, predict_files
-from keras_pyramids.registry import build_model, list_models
+from keras_pyramids.registry import build_model, check_kind, list_models
 from keras_pyramids.report import format_report, model_report
 from keras_pyramids.saving import load_model
 from keras_pyramids.training.strategy import default_jit_compile
@@ -299,14 +299,14 @@ def cmd_anchors(args):
             raise FileExistsError(f"{path} already exists; not overwriting it.")
     if from_file:
         model = load_model(args.model)
-    elif config.model not in list_models():
-        build_model(config.model)  # the registry's error, before any data is loaded
+    else:  # the registry's errors (unknown name, a classifier), before any data is loaded
+        check_kind(config.model, "detector", "keras-pyramids anchors")
     data = load_dataset(config.dataset, split, data_dir=config.data_dir, **config.dataset_kwargs)
     if not from_file:
         model = build_model(config.model, num_classes=data.num_classes,
                             image_size=config.image_size, **config.model_kwargs)
-    if not hasattr(model, "anchors"):
-        raise CliError(f"{name} has no anchors: it is not a detector (an SPP-net classifier?).")
+    if getattr(model, "kind", None) != "detector" or not hasattr(model, "anchors"):
+        raise CliError(f"{name} is not an anchor-based detector; keras-pyramids anchors needs one.")
     coverage = anchor_coverage(model, data, max_images=args.max_images, progress=not args.quiet)
     print(coverage.format())
     title = (f"{name} at {model.image_size[0]}x{model.image_size[1]} on "

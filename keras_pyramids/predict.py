@@ -138,7 +138,7 @@ class KerasDetector:
     """A ``.keras`` detector behind :meth:`detect` (pixel boxes of original images)."""
 
     def __init__(self, model, name="the model"):
-        if getattr(model, "image_size", None) is None:
+        if getattr(model, "kind", "detector") != "detector" or getattr(model, "image_size", None) is None:
             raise NotADetectorError(
                 f"{name} is not a detector: it has no fixed image_size (an SPP-net classifier "
                 "returns class scores, not boxes); predict needs a detector model "
@@ -321,7 +321,6 @@ def predict_files(model, inputs, output_dir, score_threshold=DEFAULT_SCORE_THRES
 
     os.makedirs(output_dir, exist_ok=True)
     bar = Progress(len(paths), "image", title="Predicting") if progress else None
-    detected = 0
     written = []
     for start in range(0, len(paths), max(1, int(batch_size))):
         chunk = range(start, min(start + max(1, int(batch_size)), len(paths)))
@@ -334,11 +333,10 @@ def predict_files(model, inputs, output_dir, score_threshold=DEFAULT_SCORE_THRES
                 save_png(_draw(image, results, categories), picture_path)
             written.append({"image": paths[i], "image_id": ids[i], "json": json_path,
                             "picture": picture_path if draw else None, "detections": len(results)})
-            detected += len(results)
         if bar is not None:
-            bar.update(chunk.stop, [("detections", detected)])
+            bar.update(chunk.stop)
     if bar is not None:
-        bar.finish([("detections", detected)])
+        bar.finish()
     return written
 
 

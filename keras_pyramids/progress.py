@@ -71,7 +71,8 @@ class Progress:
         return [(name, float(value)) for name, value in (values or [])]
 
     def update(self, current, values=None):
-        """Reports that ``current`` units are done; ``values`` are ``(name, number)`` pairs."""
+        """Reports that ``current`` units are done; ``values`` are ``(name, float)`` pairs (running
+        values such as losses; Keras shows them with 4 decimals)."""
         self.current = int(current)
         if self._bar is not None:
             self._bar.update(self.current, self._values(values), finalize=False)

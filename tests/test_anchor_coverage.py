@@ -13,6 +13,7 @@ from keras_pyramids import anchor_coverage as ac
 from keras_pyramids import cli
 from keras_pyramids.data import DetectionDataset
 from keras_pyramids.data.dataset import example_signature
+from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 
 # Three anchors (normalised yxyx) of a pretend model; images are 100x100 px.
 ANCHORS = np.array([
@@ -21,6 +22,11 @@ ANCHORS = np.array([
     [0.0, 0.5, 0.25, 0.75],   # A2: a small one at the top
 ], np.float32)
 MATCHER = {"matched_threshold": 0.5, "unmatched_threshold": 0.5, "force_match": True}
+
+
+def pretend_model(**matcher):
+    """What the tool reads from a detector: its anchors and its label encoder's matcher settings."""
+    return types.SimpleNamespace(anchors=ANCHORS, label_encoder=AnchorLabelEncoder(**dict(MATCHER, **matcher)))
 SIDE = 100
 
 # image -> [(box, class)], with each box's expected best IoU, anchors and status.
@@ -51,7 +57,7 @@ def hand_made_dataset():
     return DetectionDataset(examples, ["circle", "square", "triangle"], num_examples=len(IMAGES))
 
 
-PRETEND_MODEL = types.SimpleNamespace(anchors=ANCHORS, matcher_config=MATCHER)
+PRETEND_MODEL = pretend_model()
 
 
 def test_every_box_gets_its_known_best_iou_anchor_count_and_status():
@@ -82,8 +88,7 @@ def test_summary_by_size_and_class():
 
 
 def test_without_force_match_low_boxes_get_nothing_and_a_stricter_threshold_drops_more():
-    strict = types.SimpleNamespace(anchors=ANCHORS, matcher_config=dict(
-        MATCHER, matched_threshold=0.7, unmatched_threshold=0.3, force_match=False))
+    strict = pretend_model(matched_threshold=0.7, unmatched_threshold=0.3, force_match=False)
     coverage = ac.anchor_coverage(strict, hand_made_dataset())
     assert list(coverage.status) == ["matched", "matched", "none", "none", "none", "none"]
     assert list(coverage.num_anchors) == [1, 1, 0, 0, 0, 0]
@@ -140,3 +145,6 @@ def test_cli_anchors_on_shapes(tmp_path, capsys):
     assert cli.main(["anchors", "--model", "ppn_mobilenet", "--dataset", "shapes",
                      "--plot", str(plot)]) == 2
     assert "already exists" in capsys.readouterr().err
+    # A classifier has no anchors: named, before any data is loaded.
+    assert cli.main(["anchors", "--model", "spp_mobilenet", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "spp_mobilenet is a classifier, not a detector" in capsys.readouterr().err

@@ -163,6 +163,16 @@ def test_a_classifier_is_refused_by_name(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o")
 
 
+def test_a_damaged_model_file_is_one_line(tmp_path, capsys):
+    damaged = tmp_path / "model.keras"
+    damaged.write_bytes(b"PK not really a zip")
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert cli.main(["predict", str(damaged), str(image), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a .keras archive" in err and len(err.splitlines()) == 1
+
+
 def test_same_stems_get_distinct_outputs_and_numbered_files_keep_their_ids():
     assert predict.output_names(["p/a.jpg", "p/a.png", "p/b.png"]) == ["a_jpg", "a_png", "b"]
     with pytest.raises(ValueError, match="have the same file name"):

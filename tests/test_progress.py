@@ -16,15 +16,15 @@ def test_plain_lines_when_not_interactive():
     stream = io.StringIO()
     progress = Progress(4, "image", title="Predicting", interactive=False, log_interval=0.0,
                         stream=stream)
-    progress.update(1, [("detections", 3)])
+    progress.update(1, [("loss", 0.5)])
     progress.add(3)
-    progress.finish([("detections", 9)])
+    progress.finish([("loss", 0.25)])
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("Predicting: 1/4 images, ") and "left" in lines[0]
-    assert lines[0].endswith("detections 3")
+    assert lines[0].endswith("loss 0.5")
     assert lines[1].startswith("Predicting: 4/4 images")
     assert lines[-1].startswith("Predicting: 4/4 images") and "left" not in lines[-1]
-    assert lines[-1].endswith("detections 9")
+    assert lines[-1].endswith("loss 0.25")
     quiet = io.StringIO()
     slow = Progress(4, interactive=False, log_interval=3600, stream=quiet)
     slow.update(2)
