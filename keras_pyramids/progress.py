@@ -59,6 +59,7 @@ class Progress:
         self.current = 0
         self._start = time.time()
         self._last_line = self._start
+        self._first_done = None  # (time, count) after the first update: the rate leaves out start-up
         self._bar = None
         if self.interactive:
             if title:
@@ -74,6 +75,8 @@ class Progress:
         """Reports that ``current`` units are done; ``values`` are ``(name, float)`` pairs (running
         values such as losses; Keras shows them with 4 decimals)."""
         self.current = int(current)
+        if self._first_done is None:
+            self._first_done = (time.time(), self.current)
         if self._bar is not None:
             self._bar.update(self.current, self._values(values), finalize=False)
             return
@@ -98,8 +101,10 @@ class Progress:
         count = f"{self.current}/{self.total}" if self.total else f"{self.current}"
         text = f"{self.title}: " if self.title else ""
         text += f"{count} {self.unit}s, {format_seconds(elapsed)}"
-        if not done and self.total and self.current:
-            left = elapsed / self.current * (self.total - self.current)
+        if not done and self.total and self._first_done and self.current > self._first_done[1]:
+            # The rate after the first step: the first one also traces and compiles.
+            since, count = self._first_done
+            left = (time.time() - since) / (self.current - count) * (self.total - self.current)
             text += f", {format_seconds(left)} left"
         text += "".join(f"  {name} {float(value):.4g}" for name, value in (values or []))
         print(text, file=self.stream or sys.stdout, flush=True)

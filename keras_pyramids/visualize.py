@@ -55,8 +55,10 @@ def layout_labels(boxes, label_sizes, image_size):
     two and three label rows further out, and last inside the box's top-left
     corner. It takes the first place that is inside the image and overlaps no
     label placed before it, its own box or any other box; when every place
-    overlaps something, the one with the least weighted overlap (labels 1000,
-    own box 10, other boxes 1 per pixel) wins.
+    overlaps something, the one with the least weighted overlap (own box 10,
+    other boxes 1 per pixel) among those that cover no earlier label. When
+    every place covers an earlier label (a crowded picture), the label is left
+    out (``None``): the box is still drawn in its class colour.
 
     Args:
         boxes: ``[K, 4]`` pixel ``(x0, y0, x1, y1)`` of the boxes, corners
@@ -67,7 +69,7 @@ def layout_labels(boxes, label_sizes, image_size):
 
     Returns:
         list of ``K`` label rectangles ``(x0, y0, x1, y1)`` (``x1``, ``y1``
-        exclusive), inside the image.
+        exclusive) inside the image, or ``None`` for a label left out.
     """
     image_w, image_h = image_size
     boxes = [tuple(float(v) for v in box) for box in np.asarray(boxes, np.float64).reshape(-1, 4)]
@@ -89,17 +91,14 @@ def layout_labels(boxes, label_sizes, image_size):
                 continue
             left = min(max(left, 0.0), image_w - width)
             rect = (left, top, left + width, top + height)
-            cost = (1000 * sum(_overlap(rect, other) for other in placed)
-                    + 10 * _overlap(rect, solid[index])
+            if any(_overlap(rect, other) > 0 for other in placed if other is not None):
+                continue
+            cost = (10 * _overlap(rect, solid[index])
                     + sum(_overlap(rect, box) for i, box in enumerate(solid) if i != index))
             if best_cost is None or cost < best_cost:
                 best, best_cost = rect, cost
             if cost == 0:
                 break
-        if best is None:  # the label is taller than the space above and below: top-left inside
-            left = min(max(x0, 0.0), image_w - width)
-            top = min(max(y0, 0.0), image_h - height)
-            best = (left, top, left + width, top + height)
         placed.append(best)
     return placed
 
@@ -175,6 +174,8 @@ def draw_detections(image, boxes, classes, scores=None, class_names=None, score_
     for i, box in reversed(list(zip(order, pixel_boxes))):
         draw.rectangle(box, outline=class_colour(classes[i]), width=line_width)
     for i, text, rect in zip(order, texts, labels):
+        if rect is None:  # no free place in a crowded picture
+            continue
         colour = class_colour(classes[i])
         # Pillow's rectangle includes its far corner; the layout's is exclusive.
         draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=colour)

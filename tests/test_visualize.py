@@ -60,6 +60,18 @@ def test_many_boxes_in_a_row_get_disjoint_labels():
             assert _overlap(labels[i], labels[j]) == 0, (i, j)
 
 
+def test_a_crowded_picture_leaves_labels_out_rather_than_covering_one():
+    image_size = (96, 96)
+    boxes = [(10 + i, 30 + i, 60 + i, 80 + i) for i in range(30)]  # 30 boxes on one spot
+    sizes = _label_sizes([f"circle 0.{i:02d}" for i in range(30)], image_size)
+    labels = visualize.layout_labels(boxes, sizes, image_size)
+    shown = [label for label in labels if label is not None]
+    assert labels[0] is not None and 1 < len(shown) < 30
+    for i in range(len(shown)):
+        for j in range(i):
+            assert _overlap(shown[i], shown[j]) == 0
+
+
 def test_draw_detections_draws_labels_in_their_places():
     image = np.full((240, 320, 3), 40, np.uint8)
     boxes = np.array([[80, 100, 140, 130], [84, 136, 150, 170]], np.float32) / [240, 320, 240, 320]
