@@ -45,22 +45,45 @@ STATUSES = (MATCHED, FORCED, NONE)
 
 
 def matching_settings(model):
-    """The anchors and the matcher settings of a detector.
+    """The anchors and the matcher of a detector: the one place that reads them from the model.
 
-    The one place that reads them from the model, so that a change of the
-    detector's attributes is adapted here only.
+    Single-shot detectors match with their ``label_encoder`` (TF Object
+    Detection API rule: ``force_match`` gives each box its one best anchor);
+    two-stage detectors are looked at through their RPN's anchors and
+    ``rpn_label_encoder`` (detectron2's rule: every anchor tied at a box's best
+    IoU is a low-quality match, shown as "forced").
 
     Returns:
         ``(anchors float32 [N, 4] normalised yxyx, {"matched_threshold",
-        "unmatched_threshold", "force_match"})``.
+        "unmatched_threshold", "force_match"}, match)`` where ``match(iou [M, N])``
+        returns the matcher's int32 ``[N]`` (box index, or negative).
     """
-    encoder = model.label_encoder
+    anchors = np.asarray(model.anchors, np.float32)
+    encoder = getattr(model, "label_encoder", None)
+    if encoder is not None:
+        settings = {
+            "matched_threshold": float(encoder.matched_threshold),
+            "unmatched_threshold": float(encoder.unmatched_threshold),
+            "force_match": bool(encoder.force_match),
+        }
+
+        def match(iou):
+            return matcher.argmax_match(iou, **settings)
+
+        return anchors, settings, match
+    rpn = model.rpn_label_encoder
     settings = {
-        "matched_threshold": float(encoder.matched_threshold),
-        "unmatched_threshold": float(encoder.unmatched_threshold),
-        "force_match": bool(encoder.force_match),
+        "matched_threshold": float(rpn.positive_threshold),
+        "unmatched_threshold": float(rpn.negative_threshold),
+        "force_match": bool(rpn.allow_low_quality_matches),
     }
-    return np.asarray(model.anchors, np.float32), settings
+
+    def match(iou):
+        valid = tf.ones(tf.shape(iou)[:1], tf.bool)[None]
+        return matcher.batched_argmax_match(iou[None], valid, settings["matched_threshold"],
+                                            settings["unmatched_threshold"], settings["force_match"])[0]
+
+    return anchors, settings, match
 
 
 def size_of_area(area):
@@ -193,16 +216,16 @@ class AnchorCoverage:
         return "\n".join(lines)
 
 
-def _matcher_function(anchors, settings):
+def _matcher_function(anchors, match):
     """A traced ``boxes [M, 4] -> (iou [M, N], matches [N])`` with the model's matcher."""
     anchors = tf.constant(anchors, tf.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-    def match(boxes):
+    def iou_and_matches(boxes):
         iou = bounding_boxes.compute_iou(boxes, anchors, bounding_box_format="yxyx")
-        return iou, matcher.argmax_match(iou, **settings)
+        return iou, match(iou)
 
-    return match
+    return iou_and_matches
 
 
 def box_coverage(iou, matches, matched_threshold):
@@ -246,8 +269,8 @@ def anchor_coverage(model, dataset, max_images=None, progress=False):
     Returns:
         :class:`AnchorCoverage`.
     """
-    anchors, settings = matching_settings(model)
-    match = _matcher_function(anchors, settings)
+    anchors, settings, matcher_fn = matching_settings(model)
+    match = _matcher_function(anchors, matcher_fn)
     examples = dataset.examples
     total = dataset.num_examples
     if max_images is not None:

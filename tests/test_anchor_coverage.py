@@ -14,6 +14,7 @@ from keras_pyramids import cli
 from keras_pyramids.data import DetectionDataset
 from keras_pyramids.data.dataset import example_signature
 from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
+from keras_pyramids.ops.rpn_label_encoder import RPNLabelEncoder
 
 # Three anchors (normalised yxyx) of a pretend model; images are 100x100 px.
 ANCHORS = np.array([
@@ -94,9 +95,20 @@ def test_without_force_match_low_boxes_get_nothing_and_a_stricter_threshold_drop
     assert list(coverage.num_anchors) == [1, 1, 0, 0, 0, 0]
 
 
+def test_a_two_stage_model_is_looked_at_through_its_rpn():
+    """detectron2's rule: IoU >= 0.7 matches; every anchor tied at a box's best IoU is a
+    low-quality ("forced") match, so the whole-image box gets both quarter anchors."""
+    rpn_model = types.SimpleNamespace(anchors=ANCHORS, rpn_label_encoder=RPNLabelEncoder())
+    coverage = ac.anchor_coverage(rpn_model, hand_made_dataset())
+    assert (coverage.matched_threshold, coverage.unmatched_threshold) == (0.7, 0.3)
+    np.testing.assert_allclose(coverage.best_iou, [e[0] for e in EXPECTED], atol=1e-5)
+    assert list(coverage.status) == ["matched", "matched", "forced", "forced", "forced", "none"]
+    assert list(coverage.num_anchors) == [1, 1, 1, 2, 1, 0]
+
+
 def test_a_real_model_matches_its_own_anchors_exactly(tmp_path):
     model = kp.build_model("ppn_mobilenet", num_classes=2, image_size=64, depth_multiplier=0.25)
-    anchors, settings = ac.matching_settings(model)
+    anchors, settings, _ = ac.matching_settings(model)
     assert settings == {"matched_threshold": 0.5, "unmatched_threshold": 0.5, "force_match": True}
     inside = np.nonzero((anchors.min(axis=1) >= 0) & (anchors.max(axis=1) <= 1))[0]
     chosen = anchors[inside[[0, len(inside) // 2, -1]]]

@@ -187,6 +187,10 @@ def test_same_stems_get_distinct_outputs_and_numbered_files_keep_their_ids():
     pytest.param("m2det_vgg320", {"num_tums": 2, "tum_channels": 32, "backbone_width": 0.125,
                                   "base_channels": (32, 32), "postprocess": {"score_threshold": 1e-8}},
                  160, marks=pytest.mark.slow),
+    pytest.param("faster_rcnn_resnet50_fpn", {
+        "backbone_width": 0.125, "fpn_depth": 32, "fc_dim": 64, "rois_per_image": 32, "max_boxes": 4,
+        "proposals": dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100,
+                          test_post_nms_top_k=32)}, 128, marks=pytest.mark.slow),
 ])
 def test_every_detector_family(name, kwargs, size, images, tmp_path):
     keras.utils.set_random_seed(0)
