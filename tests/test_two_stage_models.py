@@ -73,3 +73,11 @@ def test_train_step_with_no_boxes_and_too_many_boxes(name):
     for _ in range(5):
         last = model.train_on_batch(images, targets, return_dict=True)
     assert last["rpn_class_loss"] < first["rpn_class_loss"]
+
+
+def test_both_families_build_in_one_process():
+    # Keras 3 rewrites the bases of a functional Model subclass process-wide; building a
+    # single-shot detector first must leave the two-stage family intact.
+    kp.build_model("ppn_mobilenet", num_classes=2, image_size=64, depth_multiplier=0.25)
+    model = kp.build_model("faster_rcnn_resnet50_fpn", **SMALL["faster_rcnn_resnet50_fpn"])
+    assert isinstance(model, TwoStageDetector) and model.kind == "detector"

@@ -59,8 +59,14 @@ def with_batch_axis_for_multi_worker(logs, strategy):
     return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
 
 
-class Detector(keras.Model):
+class Detector:
     """Base class of the detector families (see the module docstring for the protocol).
+
+    A mixin listed before ``keras.Model`` (``class SingleShotDetector(Detector,
+    keras.Model)``), not a ``keras.Model`` subclass: Keras 3 turns a functional
+    subclass into a ``Functional`` one by rewriting the ``__bases__`` of every
+    class between it and ``keras.Model`` for the whole process, which would
+    give the subclassed two-stage family ``Functional``'s ``__init__``.
 
     Subclasses build a functional model in ``__init__`` (``super().__init__(
     inputs=images, outputs=raw_outputs)``), set ``image_size`` and

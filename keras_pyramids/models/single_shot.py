@@ -26,7 +26,7 @@ def _deserialize(value):
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
-class SingleShotDetector(Detector):
+class SingleShotDetector(Detector, keras.Model):
     """A single-shot detector: backbone, neck, head, anchors, label encoder and suppression.
 
     Args:

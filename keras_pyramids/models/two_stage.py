@@ -55,7 +55,7 @@ def _split_levels(tensor, sizes):
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
-class TwoStageDetector(Detector):
+class TwoStageDetector(Detector, keras.Model):
     """A two-stage detector: backbone, neck, RPN, RoIAlign, box head and the box maths between them.
 
     Args:
