@@ -35,8 +35,11 @@ from keras_pyramids.predict import DEFAULT_SCORE_THRESHOLD, predict_files
 from keras_pyramids.registry import build_model, check_kind, list_models
 from keras_pyramids.report import format_report, model_report
 from keras_pyramids.saving import load_model
+from keras_pyramids.training.config import TrainConfig
+from keras_pyramids.training.nan_guard import NonFiniteLossError
 from keras_pyramids.training.strategy import default_jit_compile
-from keras_pyramids.training.trainer import TrainConfig, train
+from keras_pyramids.training.trainer import train
+from keras_pyramids.validation import check_int, check_new_paths
 from keras_pyramids.visualize import save_detections_png
 
 PROG = "keras-pyramids"
@@ -197,13 +200,23 @@ def _run_config(model_path):
         return json.load(f)
 
 
+def _check_evaluate_args(args):
+    """Refuses bad numbers and existing output files before the model and data are loaded."""
+    check_int("--batch-size", args.batch_size, minimum=1)
+    check_int("--max-examples", args.max_examples, minimum=1, allow_none=True)
+    check_int("--num-images", args.num_images, minimum=1)
+    outputs = [path for path in (args.png, args.output_json) if path]
+    if len(set(outputs)) < len(outputs):
+        raise CliError("--png and --output-json must be different files.")
+    check_new_paths(outputs)
+
+
 def cmd_evaluate(args):
     start = time.time()
     if bool(args.model_path) == bool(args.model_path_flag):
         raise CliError("give the .keras model path once, as MODEL_PATH or --model-path.")
     args.model_path = args.model_path or args.model_path_flag
-    if args.png and os.path.exists(args.png):
-        raise FileExistsError(f"{args.png} already exists; not overwriting it.")
+    _check_evaluate_args(args)
     # Defaults from the run's train_config.json beside the model, when there is one.
     run_config = _run_config(args.model_path)
     dataset = args.dataset or run_config.get("dataset", "shapes")
@@ -234,9 +247,7 @@ def cmd_evaluate(args):
     if args.png:
         print(f"detections: {save_detections_png(model, data, args.png, num_images=args.num_images)}")
     if args.output_json:
-        if os.path.exists(args.output_json):
-            raise FileExistsError(f"{args.output_json} already exists; not overwriting it.")
-        with open(args.output_json, "w") as f:
+        with open(args.output_json, "x") as f:  # "x": never replaces a file made meanwhile
             json.dump(dict(metrics, dataset=dataset, split=split), f, indent=1)
         print(f"metrics: {args.output_json}")
     print(f"wall time: {time.time() - start:.1f}s")
@@ -246,8 +257,7 @@ def cmd_evaluate(args):
 # -- export ---------------------------------------------------------------------
 
 def cmd_export(args):
-    if os.path.exists(args.output):
-        raise FileExistsError(f"{args.output} already exists; not overwriting it.")
+    check_new_paths(export.output_paths(args.output, args.format))
     model = load_model(args.model_path)
     if args.format == "saved_model":
         if args.quantize:
@@ -454,16 +464,59 @@ def build_parser():
     return parser
 
 
+# Exit statuses: 0 done, 2 a user error (one line), 3 training stopped on a
+# non-finite loss (one line), 130 interrupted; a bug ends in a traceback (1).
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+# What a user's input or environment causes; other exceptions are bugs.
+USER_ERRORS = (CliError, ValueError, OSError)
+
+
+def _add_traceback_flag(parser):
+    """``--traceback`` on the main parser and every sub-command (either position works)."""
+    help_text = "show the full Python traceback of an error instead of one line"
+    parser.add_argument("--traceback", action="store_true", help=help_text)
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for subparser in set(action.choices.values()):
+            subparser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                                   help=help_text)
+
+
+def _error(message, status):
+    message = " ".join(str(message).split())
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv=None):
-    """Runs the ``keras-pyramids`` command line; returns the exit status."""
+    """Runs the ``keras-pyramids`` command line; returns the exit status.
+
+    A user error (bad setting, missing or existing file, a folder that is not
+    writable) prints one line ``keras-pyramids: error: ...`` and returns 2; a
+    training run stopped by a NaN / infinite loss returns 3; anything else is
+    a bug and raises with its traceback. ``--traceback`` (or the environment
+    variable ``KERAS_PYRAMIDS_TRACEBACK=1``) shows the traceback of every error.
+    """
     parser = build_parser()
+    _add_traceback_flag(parser)
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad flags
+    show_traceback = args.traceback or os.environ.get("KERAS_PYRAMIDS_TRACEBACK", "") not in ("", "0")
     try:
         return args.func(args)
-    except (CliError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+    except NonFiniteLossError as error:
+        if show_traceback:
+            raise
+        return _error(error, EXIT_DIVERGED)
+    except USER_ERRORS as error:
+        if show_traceback:
+            raise
+        message = str(error) or type(error).__name__
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+            message = f"{message}: {error.filename}"
+        return _error(message, EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        if show_traceback:
+            raise
+        return _error("interrupted", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,21 @@ import tensorflow as tf
 from keras_pyramids.categories import SAVED_MODEL_EXTRA_DIR, categories_file
 from keras_pyramids.data.pipeline import resize_image
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
+from keras_pyramids.validation import check_new_paths
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 QUANTIZE_MODES = (None, "dynamic_int8")
+
+
+def tflite_settings_path(path):
+    """The NMS-settings file written beside the ``.tflite`` file ``path``."""
+    return path + ".json"
+
+
+def output_paths(path, format):
+    """Every path an export of ``format`` (``"saved_model"`` or ``"tflite"``) to ``path`` writes."""
+    return [path, tflite_settings_path(path)] if format == "tflite" else [path]
 
 
 def _check_detector(model):
@@ -159,8 +170,8 @@ def export_saved_model(model, path, overwrite=False, categories=None):
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     _check_detector(model)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose a new path or pass overwrite=True.")
+    if not overwrite:
+        check_new_paths(output_paths(path, "saved_model"))
     archive = keras.export.ExportArchive()
     archive.track(model)
     # ExportArchive makes every endpoint a signature of the same name.
@@ -243,13 +254,13 @@ def export_tflite(model, path, quantize=None, overwrite=False):
 
     Raises:
         ValueError: not a detector, or an unknown ``quantize``.
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` or ``<path>.json`` exists and ``overwrite`` is False.
     """
     _check_detector(model)
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}; got {quantize!r}.")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose a new path or pass overwrite=True.")
+    if not overwrite:
+        check_new_paths(output_paths(path, "tflite"))
     with tempfile.TemporaryDirectory() as tmp:
         # Through a SavedModel so variables become constants the standard way.
         archive = keras.export.ExportArchive()
@@ -264,9 +275,10 @@ def export_tflite(model, path, quantize=None, overwrite=False):
         if quantize == "dynamic_int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         flatbuffer = converter.convert()
-    with open(path, "wb") as f:
+    mode = "w" if overwrite else "x"  # "x": a file created meanwhile is still not replaced
+    with open(path, mode + "b") as f:
         f.write(flatbuffer)
-    with open(path + ".json", "w") as f:
+    with open(tflite_settings_path(path), mode) as f:
         json.dump({"postprocessor": model.postprocessor.get_config(), "level_sizes": model.level_sizes,
                    "image_size": list(model.image_size), "num_classes": model.num_classes,
                    "quantize": quantize}, f, indent=1)
@@ -291,10 +303,10 @@ def run_tflite(path, images):
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape[1:3]:
         raise ValueError(f"images must be a uint8 array [batch, height, width, 3] with height, width > 0; "
                          f"got {images.dtype} {images.shape}.")
-    for file in (path, path + ".json"):
+    for file in (path, tflite_settings_path(path)):
         if not os.path.isfile(file):
             raise FileNotFoundError(f"{file} does not exist (write both with export_tflite).")
-    with open(path + ".json") as f:
+    with open(tflite_settings_path(path)) as f:
         settings = json.load(f)
     interpreter = tf.lite.Interpreter(model_path=path)
     outputs = interpreter.get_signature_runner(SIGNATURE_IMAGES)(images=images)

@@ -14,7 +14,7 @@ from keras_pyramids.models.compose import build_single_shot_detector
 from keras_pyramids.models.single_shot import SingleShotDetector
 from keras_pyramids.ops.anchors import SSDAnchorGenerator
 from keras_pyramids.registry import model_kind
-from keras_pyramids.training.trainer import TrainConfig
+from keras_pyramids.training.config import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_PPN = dict(num_classes=3, image_size=64, depth_multiplier=0.25)

@@ -44,7 +44,7 @@ def test_bad_config_values_are_one_line_exit_2(capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": "ppn_mobilenet", "optimiser": "sgd"}))
     code, _, err = _run(capsys, "train", "--config", str(bad))
-    _assert_one_line_error(code, err, "Unknown config key(s) optimiser")
+    _assert_one_line_error(code, err, "Unknown config key: 'optimiser'. Did you mean 'optimizer'?")
     code, _, err = _run(capsys, "train", "--optimizer", "rmsprop", "--model-dir", "unused")
     _assert_one_line_error(code, err, "Unknown optimizer 'rmsprop'")
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors also exit 2

@@ -192,3 +192,20 @@ def test_retinanet_saved_model_and_tflite_match_in_memory(held_out_images, tmp_p
     assert_same_detections(actual, expected)
     path = export.export_tflite(model, str(tmp_path / "retinanet.tflite"))
     assert_same_detections(export.run_tflite(path, held_out_images), expected)
+
+
+def test_tflite_export_refuses_to_replace_its_settings_file(trained_model, tmp_path, capsys):
+    from keras_pyramids.cli import main
+
+    tflite, settings = tmp_path / "p.tflite", tmp_path / "p.tflite.json"
+    settings.write_text("the user's file")
+    with pytest.raises(FileExistsError, match="p.tflite.json already exists"):
+        export.export_tflite(trained_model, str(tflite))
+    model_path = str(tmp_path / "model.keras")
+    trained_model.save(model_path)
+    assert main(["export", model_path, str(tflite), "--format", "tflite"]) == 2
+    assert "p.tflite.json already exists" in capsys.readouterr().err
+    assert settings.read_text() == "the user's file" and not tflite.exists()
+    # A missing parent folder is named before the (slow) conversion.
+    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+        export.export_tflite(trained_model, str(tmp_path / "no_such_folder" / "p.tflite"))

@@ -15,6 +15,7 @@ from keras_pyramids.training import (
     strategy_device_type,
     train,
 )
+from keras_pyramids.training.run_dir import MARKER_FILE
 
 
 # -- strategies ---------------------------------------------------------------
@@ -102,9 +103,7 @@ class _FirstEpoch(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_last_epoch_and_never_overwrites(tmp_path):
     model_dir = tmp_path / "run"
-    user_file = model_dir / "notes.txt"
-    model_dir.mkdir()
-    user_file.write_text("mine")
+    model_dir.mkdir()  # an empty folder of the user's may be the run's
     with pytest.raises(KeyboardInterrupt):
         train(_tiny_config(model_dir), callbacks=[_Interrupt()], evaluate=False)
     assert os.path.exists(model_dir / "backup")  # BackupAndRestore state of epoch 1
@@ -126,7 +125,9 @@ def test_interrupted_run_resumes_from_last_epoch_and_never_overwrites(tmp_path):
         "epoch_001.weights.h5", "epoch_002.weights.h5", "epoch_003.weights.h5"]
     assert not os.path.exists(model_dir / "backup")  # removed once the run finished
     assert result.model.jit_compile is default_jit_compile()
-    assert user_file.read_text() == "mine"
+    # A file the user added to the run's folder meanwhile is left alone.
+    user_file = model_dir / "notes.txt"
+    user_file.write_text("mine")
     # The training data's categories, for predictions that name their classes.
     categories = json.loads((model_dir / "categories.json").read_text())["categories"]
     assert [c["name"] for c in categories] == ["circle", "square", "triangle", "cross"]
@@ -144,11 +145,13 @@ def test_interrupted_run_resumes_from_last_epoch_and_never_overwrites(tmp_path):
     # A finished run is never overwritten.
     with pytest.raises(FileExistsError, match="finished run"):
         train(_tiny_config(model_dir), evaluate=False)
+    assert user_file.read_text() == "mine"
 
 
 def test_resume_with_different_setting_is_refused(tmp_path):
     model_dir = tmp_path / "run"
     (model_dir / "backup").mkdir(parents=True)
+    (model_dir / MARKER_FILE).write_text(json.dumps({"state": "training"}))
     config = _tiny_config(model_dir)
     (model_dir / "train_config.json").write_text(json.dumps(dict(config.to_dict(), batch_size=4)))
     with pytest.raises(ValueError, match="different batch_size"):

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_pyramids.image_size import to_hw
+from keras_pyramids.models.inputs import check_pixel_values
 
 
 def scale_loss_for_replicas(loss):
@@ -99,6 +100,7 @@ class Detector:
                 f"{shape[1]}x{shape[2]}. Resize the images (the data pipelines do) or build the model "
                 f"with image_size=({shape[1]}, {shape[2]})."
             )
+        check_pixel_values(images, self.name)
 
     def __call__(self, inputs, *args, **kwargs):
         self.check_images(inputs)
@@ -107,6 +109,10 @@ class Detector:
     def predict(self, x, *args, **kwargs):
         self.check_images(x)
         return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self.check_images(x)
+        return super().predict_on_batch(x)
 
     def postprocess(self, outputs):
         """Raw outputs -> final detections (see the module docstring)."""

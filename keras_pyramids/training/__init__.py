@@ -1,5 +1,8 @@
-"""Training: ``tf.distribute`` strategies, learning-rate schedules and the ``fit`` loop."""
+"""Training: settings, ``tf.distribute`` strategies, optimizers, the run directory and the ``fit`` loop."""
 
+from keras_pyramids.training.config import TrainConfig  # noqa: F401
+from keras_pyramids.training.optimizers import OPTIMIZERS, make_optimizer  # noqa: F401
+from keras_pyramids.training.run_evaluation import evaluate_run  # noqa: F401
 from keras_pyramids.training.schedules import cosine_decay_with_warmup  # noqa: F401
 from keras_pyramids.training.strategy import (  # noqa: F401
     STRATEGIES,
@@ -7,11 +10,4 @@ from keras_pyramids.training.strategy import (  # noqa: F401
     get_strategy,
     strategy_device_type,
 )
-from keras_pyramids.training.trainer import (  # noqa: F401
-    OPTIMIZERS,
-    TrainConfig,
-    TrainResult,
-    evaluate_run,
-    make_optimizer,
-    train,
-)
+from keras_pyramids.training.trainer import TrainResult, train  # noqa: F401

@@ -24,6 +24,8 @@ import shutil
 
 import keras
 
+from keras_pyramids.training.nan_guard import check_finite_weights
+
 # Temporary files start with this prefix; the suffix of the final name is kept
 # because Keras picks the file format from it (".weights.h5", ".keras").
 TMP_PREFIX = ".tmp-"
@@ -77,13 +79,20 @@ def write_json_atomic(path, value):
 
 
 def save_weights_atomic(model, path):
-    """``model.save_weights(path)`` (weights and optimizer state) written atomically."""
+    """``model.save_weights(path)`` (weights and optimizer state) written atomically.
+
+    Raises:
+        NonFiniteLossError: a weight is NaN or infinite; ``path`` keeps the
+            last good weights.
+    """
+    check_finite_weights(model)
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
 
 
 def save_model_atomic(model, path):
-    """``model.save(path)`` written atomically."""
+    """``model.save(path)`` written atomically; a model with non-finite weights is not saved."""
+    check_finite_weights(model)
     with atomic_path(path) as tmp:
         model.save(tmp)
 
@@ -145,6 +154,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError(f"save_freq must be 'epoch' or >= 1, got {save_freq}.")
         self.steps_per_epoch = int(steps_per_epoch)
         self._restored = False
+        self._last_saved_step = 0
+
+    @property
+    def last_saved_step(self):
+        """Global step of the newest backup (or of the restored one; 0 for none)."""
+        return self._last_saved_step
 
     def _step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -163,6 +178,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 # The optimizer's variables must exist to receive their saved values.
                 self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(self._weights_path)
+            self._last_saved_step = self._step()
         self._restored = True
         return self._step()
 

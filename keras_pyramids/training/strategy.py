@@ -87,3 +87,20 @@ def default_jit_compile(strategy=None):
     Keras' ``"auto"``.
     """
     return strategy_device_type(strategy) != "CPU"
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (always, except on multi-worker non-chiefs)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def is_multi_worker(strategy):
+    """Whether ``strategy`` is a ``MultiWorkerMirroredStrategy``."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
