@@ -147,7 +147,9 @@ def _check_value(key, value, default, where):
         to_hw(value, name=label)
     elif key in _POSITIVE_NUMBERS:
         check.check_number(label, value, minimum=0, min_inclusive=False)
-    check.check_like_default(label, value, default)
+    else:
+        check.check_like_default(label, value, default)
+    check.check_finite_numbers(label, value)
 
 
 def check_model_kwargs(name, kwargs, what=None):
