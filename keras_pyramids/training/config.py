@@ -84,7 +84,9 @@ class TrainConfig:
         eval_max_examples: evaluate on at most this many held-out images.
         num_visualize: held-out images drawn in ``detections.png`` (0: none).
         visualize_score_threshold: detections below this score are not drawn.
-        verbose: 0 silent, 1 one line per epoch, 2 also Keras' progress bar.
+        verbose: 0 silent; otherwise a per-step progress bar with the time
+            left, completed at each epoch's end with its losses and learning
+            rate (when the output is a file: a line every 30 s and one per epoch).
         description: free text (where the setting comes from).
     """
 

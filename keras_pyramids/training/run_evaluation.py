@@ -40,7 +40,8 @@ def evaluate_run(model, config, eval_data=None):
     in ``config.model_dir``; returns ``(metrics, detections_path or None)``."""
     eval_data = eval_data or load_eval_data(config)
     metrics = evaluate_detector(model, eval_data, batch_size=config.eval_batch_size,
-                                max_examples=config.eval_max_examples, protocol=config.eval_protocol)
+                                max_examples=config.eval_max_examples, protocol=config.eval_protocol,
+                                progress=bool(config.verbose))
     write_json_atomic(os.path.join(config.model_dir, METRICS_FILE), dict(metrics, split=config.eval_split))
     detections_path = None
     if config.num_visualize:

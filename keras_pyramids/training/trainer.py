@@ -19,7 +19,8 @@
    ``model.keras`` is saved), ``checkpoints/epoch_NNN.weights.h5`` (every
    epoch), ``history.json`` (:class:`~keras_pyramids.training.logger.EpochLogger`;
    per-epoch logs, kept across resumes; with ``eval_every_epochs``, also
-   ``val_AP`` and ``val_AP50``) and ``train_config.json``, each written
+   ``val_AP`` and ``val_AP50``), ``train_config.json`` and ``categories.json``
+   (the training data's class names and category ids, for predictions), each written
    atomically (temporary file, then ``os.replace``) so that a kill never
    leaves a corrupt file;
 5. saves ``model.keras`` (atomically), evaluates COCO metrics on the held-out split
