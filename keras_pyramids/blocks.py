@@ -1,5 +1,7 @@
 """Small building blocks shared by pyramids and heads."""
 
+import copy
+
 import keras
 from keras import layers
 
@@ -18,6 +20,8 @@ class ConvBlock(keras.layers.Layer):
     The "conv + batch norm + ReLU(6)" unit every paper in the zoo uses between
     feature maps. ``activation`` is ``"relu6"`` (MobileNet family, SSD/PPN
     reference), ``"relu"`` (VGG/ResNet family, M2Det) or ``None``.
+    ``kernel_initializer`` is a Keras initializer name or config (serialised
+    with the layer).
 
     Input ``[B, H, W, C_in]`` -> output ``[B, ceil(H / s), ceil(W / s), filters]``.
     """
@@ -31,6 +35,7 @@ class ConvBlock(keras.layers.Layer):
         activation="relu6",
         batch_norm_epsilon=BATCH_NORM_EPSILON,
         batch_norm_momentum=BATCH_NORM_MOMENTUM,
+        kernel_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -41,6 +46,7 @@ class ConvBlock(keras.layers.Layer):
         self.activation = activation
         self.batch_norm_epsilon = batch_norm_epsilon
         self.batch_norm_momentum = batch_norm_momentum
+        self.kernel_initializer = kernel_initializer
         self.conv = layers.Conv2D(
             self.filters,
             kernel_size,
@@ -48,6 +54,7 @@ class ConvBlock(keras.layers.Layer):
             dilation_rate=dilation_rate,
             padding="same",
             use_bias=False,
+            kernel_initializer=keras.initializers.get(copy.deepcopy(kernel_initializer)),
             name="conv",
         )
         self.bn = layers.BatchNormalization(
@@ -81,5 +88,6 @@ class ConvBlock(keras.layers.Layer):
             activation=self.activation,
             batch_norm_epsilon=self.batch_norm_epsilon,
             batch_norm_momentum=self.batch_norm_momentum,
+            kernel_initializer=self.kernel_initializer,
         )
         return config

@@ -1,6 +1,7 @@
 """Box-aware augmentation: Keras flip with boxes, SSD crop box transform and sampling."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_pyramids.data import augment
@@ -55,25 +56,64 @@ def test_flip_with_no_boxes():
     assert boxes.shape == (0, 4) and classes.shape == (0,)
 
 
-def test_crop_boxes_fixed_window():
-    window = [0.25, 0.5, 0.75, 1.0]  # patch: rows 0.25..0.75, columns 0.5..1
-    boxes = tf.constant(
-        [
-            [0.3, 0.6, 0.5, 0.8],  # inside -> moved into the patch frame
-            [0.2, 0.55, 0.4, 0.75],  # sticks out at the top, centre inside -> clipped
-            [0.0, 0.0, 0.4, 0.6],  # centre (0.2, 0.3) outside -> dropped
-            [0.7, 0.9, 0.8, 1.0],  # centre (0.75, 0.95) on the border -> dropped
-        ]
+WINDOW = [0.25, 0.5, 0.75, 1.0]  # patch: rows 0.25..0.75, columns 0.5..1
+CROP_BOXES = tf.constant(
+    [
+        [0.3, 0.6, 0.5, 0.8],  # inside -> moved into the patch frame
+        [0.2, 0.55, 0.4, 0.75],  # sticks out at the top: 3/4 of it inside, centre inside
+        [0.0, 0.0, 0.4, 0.6],  # 1/16 of it inside (rows .25-.4, columns .5-.6), centre outside
+        [0.7, 0.9, 0.8, 1.0],  # half inside, centre (0.75, 0.95) on the border
+        [0.75, 0.6, 0.9, 0.7],  # touches the bottom edge only: entirely outside
+    ]
+)
+
+
+def test_crop_boxes_keep_the_boxes_covered_enough_as_the_od_api():
+    # OD API _strict_random_crop_image: prune_completely_outside_window, then
+    # prune_non_overlapping_boxes(min_overlap=overlap_thresh) on intersection over the box's area.
+    classes = tf.constant([0, 1, 2, 3, 4])
+    kept = {}
+    for threshold in (0.0, 0.1, 0.5, 0.9):
+        _, out_classes = augment.crop_boxes(CROP_BOXES, classes, WINDOW, overlap_threshold=threshold)
+        kept[threshold] = out_classes.numpy().tolist()
+    assert kept == {0.0: [0, 1, 2, 3], 0.1: [0, 1, 3], 0.5: [0, 1, 3], 0.9: [0]}
+    out_boxes, _ = augment.crop_boxes(CROP_BOXES, classes, WINDOW, overlap_threshold=0.5)
+    np.testing.assert_allclose(
+        out_boxes.numpy(), [[0.1, 0.2, 0.5, 0.6], [0.0, 0.1, 0.3, 0.5], [0.9, 0.8, 1.0, 1.0]], atol=1e-6
     )
-    classes = tf.constant([0, 1, 2, 3])
-    out_boxes, out_classes = augment.crop_boxes(boxes, classes, window)
+    # A degenerate (zero-area) box never survives.
+    empty, _ = augment.crop_boxes([[0.5, 0.6, 0.5, 0.7]], [0], WINDOW)
+    assert empty.shape == (0, 4)
+
+
+def test_crop_boxes_centre_rule_is_the_ssd_papers_wording():
+    classes = tf.constant([0, 1, 2, 3, 4])
+    out_boxes, out_classes = augment.crop_boxes(CROP_BOXES, classes, WINDOW, box_rule="centre")
     np.testing.assert_allclose(
         out_boxes.numpy(), [[0.1, 0.2, 0.5, 0.6], [0.0, 0.1, 0.3, 0.5]], atol=1e-6
     )
     np.testing.assert_array_equal(out_classes, [0, 1])
     # Clipped area below the threshold -> dropped.
-    tiny, _ = augment.crop_boxes([[0.5, 0.74, 0.501, 0.76]], [0], window)
+    tiny, _ = augment.crop_boxes([[0.5, 0.74, 0.501, 0.76]], [0], WINDOW, box_rule="centre")
     assert tiny.shape == (0, 4)
+    with pytest.raises(ValueError, match="box_rule must be one of"):
+        augment.crop_boxes(CROP_BOXES, classes, WINDOW, box_rule="center")
+
+
+def test_crop_cases_and_keep_original_probability():
+    """The seven overlap cases are drawn evenly and the original is kept 15% of the time."""
+    sample = tf.function(augment.sample_ssd_crop_window)
+    box = tf.constant([[0.3, 0.2, 0.6, 0.5]])
+    whole, thresholds = 0, []
+    for s in range(400):
+        offset, size, window, threshold = sample(tf.constant([60, 60, 3]), box, tf.constant([s, 3], tf.int64))
+        if np.all(size.numpy() == -1):
+            whole += 1
+            assert float(threshold) == 0.0
+        else:
+            thresholds.append(round(float(threshold), 2))
+    assert 0.10 < whole / 400 < 0.20
+    assert set(thresholds) == set(augment.MIN_OBJECT_COVERED)
 
 
 def test_ssd_random_crop_keeps_boxes_on_their_pixels_and_is_seeded():

@@ -72,3 +72,30 @@ def test_class_specific_boxes_are_suppressed_per_class():
     np.testing.assert_allclose(out["boxes"][0, 1], [0.5, 0.5, 1, 1])
     with pytest.raises(ValueError, match="class-specific boxes need 'hard'"):
         DetectionPostProcessor(nms="soft_linear")(boxes, scores)
+
+
+def test_suppression_on_unclipped_boxes_then_clip_and_drop_zero_area():
+    """The OD API order: NMS on the decoded boxes, then clip_to_window and drop zero-area boxes."""
+    boxes = np.array([[[-0.5, 0.0, 0.5, 0.5],   # unclipped IoU with the next one 0.5 < 0.6: both kept
+                       [0.0, 0.0, 0.5, 0.5],    # (clipped first, they would be equal and one suppressed)
+                       [1.2, 0.2, 1.5, 0.4]]],  # entirely below the image: zero area once clipped
+                     np.float32)
+    scores = np.array([[[0.9, 0.0], [0.8, 0.0], [0.0, 0.95]]], np.float32)
+    for nms in ("hard", "soft_linear"):
+        layer = DetectionPostProcessor(max_detections=5, score_threshold=0.5, iou_threshold=0.6, nms=nms)
+        out = {k: np.asarray(v) for k, v in layer(boxes, scores).items()}
+        assert out["num_detections"][0] == 2, nms
+        np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.8], rtol=1e-6)
+        np.testing.assert_allclose(out["boxes"][0, :2], [[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]], atol=1e-6)
+        np.testing.assert_array_equal(out["classes"][0, :2], [0, 0])
+        assert np.all(out["scores"][0, 2:] == 0) and np.all(out["boxes"][0, 2:] == 0)
+
+
+def test_a_dropped_box_does_not_take_a_detection_slot():
+    # Three valid boxes of three classes and one zero-area box scoring highest; max_detections 3.
+    boxes = np.array([[[1.1, 0.0, 1.3, 0.2], [0.0, 0.0, 0.2, 0.2], [0.3, 0.3, 0.5, 0.5], [0.6, 0.6, 0.8, 0.8]]],
+                     np.float32)
+    scores = np.array([[[0.99, 0, 0], [0.9, 0, 0], [0, 0.8, 0], [0, 0, 0.7]]], np.float32)
+    out = DetectionPostProcessor(max_detections=3, score_threshold=0.5)(boxes, scores)
+    assert int(out["num_detections"][0]) == 3
+    np.testing.assert_allclose(np.asarray(out["scores"][0]), [0.9, 0.8, 0.7], rtol=1e-6)

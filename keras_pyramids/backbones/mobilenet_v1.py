@@ -49,6 +49,12 @@ LEVELS = {
     "C5": "Conv2d_13_pointwise",
 }
 
+# The TF Object Detection API's SSD feature extractors on MobileNet v1 (SSD and
+# PPN: ``shape_utils.check_min_image_dim(33, preprocessed_inputs)`` in
+# ssd_mobilenet_v1_feature_extractor.py / ssd_mobilenet_v1_ppn_feature_extractor.py)
+# refuse smaller inputs.
+SSD_MIN_IMAGE_SIZE = 33
+SSD_MIN_IMAGE_REASON = "the TF Object Detection API's MobileNet v1 SSD feature extractors refuse smaller inputs"
 
 
 def endpoint_stride(endpoint):

@@ -51,6 +51,7 @@ def make_detection_pipeline(
     augment=True,
     seed=None,
     drop_remainder=None,
+    crop_box_rule="overlap",
 ):
     """Batches of ``(images, targets)`` for training or loss evaluation.
 
@@ -70,6 +71,9 @@ def make_detection_pipeline(
             fresh randomness.
         drop_remainder: default ``training``, so training batches have a static
             batch dimension.
+        crop_box_rule: which boxes survive the SSD random crop: ``"overlap"``
+            (the TF Object Detection API's rule) or ``"centre"`` (the SSD
+            paper's wording); see :func:`keras_pyramids.data.augment.crop_boxes`.
 
     Returns:
         ``tf.data.Dataset`` of ``(images float32 [B, H, W, 3] in 0..255,
@@ -77,6 +81,8 @@ def make_detection_pipeline(
     """
     dataset = _as_examples(examples)
     image_shape = to_hw(image_size)
+    if crop_box_rule not in augment_lib.BOX_RULES:
+        raise ValueError(f"crop_box_rule must be one of {augment_lib.BOX_RULES}; got {crop_box_rule!r}.")
     if drop_remainder is None:
         drop_remainder = bool(training)
     use_augment = bool(training and augment)
@@ -93,7 +99,8 @@ def make_detection_pipeline(
         boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
         classes = tf.reshape(tf.cast(example["classes"], tf.int32), [-1])
         if use_augment:
-            image, boxes, classes = augment_lib.ssd_random_crop(image, boxes, classes, crop_seed)
+            image, boxes, classes = augment_lib.ssd_random_crop(image, boxes, classes, crop_seed,
+                                                                box_rule=crop_box_rule)
             image, boxes, classes = augment_lib.random_horizontal_flip(
                 image, boxes, classes, flip_layer
             )

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_pyramids.heads.base import concat_levels, predictor_convs
+from keras_pyramids.heads.base import PREDICTOR_INITIALIZER, concat_levels, initializer_config, predictor_convs
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
@@ -16,24 +16,33 @@ class PerLevelBoxPredictor(keras.layers.Layer):
     of the 6 pyramidal features").
 
     Args:
-        num_classes: foreground classes (sigmoid scores).
+        num_classes: class logits per anchor (``C`` sigmoid, or ``C + 1``
+            softmax with background first; the loss decides, see
+            :meth:`keras_pyramids.ops.losses.LossConfig.num_class_logits`).
         num_anchors: list, anchors per location on each level.
         kernel_size: of the predictor convs.
-        class_prior_probability: initial foreground probability (bias init).
+        class_prior_probability: initial foreground probability (bias init;
+            a constant bias on every logit, so a no-op under softmax).
+        kernel_initializer: of the predictor convs (Keras initializer name or
+            config); default ``N(0, 0.01)`` as the SSD MobileNet v1 reference
+            config's ``convolutional_box_predictor``.
 
     Input: list of ``L`` maps ``[B, h_l, w_l, C_l]``. Output:
     ``{"boxes": [B, N, 4], "classes": [B, N, num_classes]}``,
     ``N = sum_l num_anchors[l] * h_l * w_l``.
     """
 
-    def __init__(self, num_classes, num_anchors, kernel_size=1, class_prior_probability=0.01, **kwargs):
+    def __init__(self, num_classes, num_anchors, kernel_size=1, class_prior_probability=0.01,
+                 kernel_initializer=PREDICTOR_INITIALIZER, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.num_anchors = [int(a) for a in num_anchors]
         self.kernel_size = kernel_size
         self.class_prior_probability = float(class_prior_probability)
+        self.kernel_initializer = initializer_config(kernel_initializer)
         convs = [
-            predictor_convs(a, self.num_classes, kernel_size, self.class_prior_probability, suffix=f"_{i}")
+            predictor_convs(a, self.num_classes, kernel_size, self.class_prior_probability, suffix=f"_{i}",
+                            kernel_initializer=self.kernel_initializer)
             for i, a in enumerate(self.num_anchors)
         ]
         self.box_convs = [box for box, _ in convs]
@@ -60,5 +69,6 @@ class PerLevelBoxPredictor(keras.layers.Layer):
             num_anchors=self.num_anchors,
             kernel_size=self.kernel_size,
             class_prior_probability=self.class_prior_probability,
+            kernel_initializer=self.kernel_initializer,
         )
         return config

@@ -4,7 +4,13 @@ import keras
 from keras import layers
 
 from keras_pyramids.blocks import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
-from keras_pyramids.heads.base import LevelSharedPredictor, predictor_convs
+from keras_pyramids.heads.base import (
+    PREDICTOR_INITIALIZER,
+    LevelSharedPredictor,
+    initializer_config,
+    new_initializer,
+    predictor_convs,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
@@ -20,12 +26,17 @@ class WeightSharedBoxPredictor(LevelSharedPredictor):
     differ between pyramid levels.
 
     Args:
-        num_classes: foreground classes (sigmoid scores, no background column).
+        num_classes: class logits per anchor (the foreground classes ``C`` for
+            sigmoid scores, ``C + 1`` for softmax scores; see
+            :meth:`keras_pyramids.ops.losses.LossConfig.num_class_logits`).
         num_anchors: anchors per location, the same on every level.
         depth: channels of the shared tower convs.
         num_layers_before_predictor: number of tower convs.
         kernel_size: of tower, classifier and regressor convs.
         class_prior_probability: initial foreground probability (bias init).
+        kernel_initializer: of the tower, classifier and regressor convs
+            (Keras initializer name or config); default ``N(0, 0.01)``, the
+            reference config's ``random_normal_initializer { stddev: 0.01 }``.
 
     Input: list of ``L`` maps ``[B, h_l, w_l, C]`` (same ``C``). Output:
     ``{"boxes": [B, N, 4], "classes": [B, N, num_classes]}``,
@@ -41,20 +52,24 @@ class WeightSharedBoxPredictor(LevelSharedPredictor):
         kernel_size=1,
         class_prior_probability=0.01,
         activation="relu6",
+        kernel_initializer=PREDICTOR_INITIALIZER,
         **kwargs,
     ):
         super().__init__(num_classes, num_anchors, depth, class_prior_probability, **kwargs)
         self.num_layers_before_predictor = int(num_layers_before_predictor)
         self.kernel_size = kernel_size
         self.activation = activation
+        self.kernel_initializer = initializer_config(kernel_initializer)
         self.tower = [
-            layers.Conv2D(depth, kernel_size, padding="same", use_bias=False, name=f"tower_conv_{i}")
+            layers.Conv2D(depth, kernel_size, padding="same", use_bias=False,
+                          kernel_initializer=new_initializer(self.kernel_initializer), name=f"tower_conv_{i}")
             for i in range(self.num_layers_before_predictor)
         ]
         self.act = layers.ReLU(6.0) if activation == "relu6" else layers.Activation(activation)
         self.tower_norms = []  # [layer][level], created in build() once L is known
         self.box_conv, self.class_conv = predictor_convs(
-            self.num_anchors, self.num_classes, kernel_size, self.class_prior_probability
+            self.num_anchors, self.num_classes, kernel_size, self.class_prior_probability,
+            kernel_initializer=self.kernel_initializer,
         )
 
     def build(self, input_shape):
@@ -86,5 +101,6 @@ class WeightSharedBoxPredictor(LevelSharedPredictor):
             num_layers_before_predictor=self.num_layers_before_predictor,
             kernel_size=self.kernel_size,
             activation=self.activation,
+            kernel_initializer=self.kernel_initializer,
         )
         return config

@@ -14,7 +14,8 @@ the levels it is given, so no part branches on another part's name.
 - backbones (:data:`BACKBONES`): ``builder(input_shape, outputs, **kwargs) -> keras.Model``;
 - necks (:data:`NECKS`): the backbone levels they read by default, and
   ``builder(levels, **kwargs) -> layer`` (dict of maps -> list of maps, largest first);
-- heads (:data:`HEADS`): ``builder(num_classes, anchors_per_location, **kwargs) -> layer``.
+- heads (:data:`HEADS`): ``builder(class_logits, anchors_per_location, **kwargs) -> layer``, where
+  ``class_logits`` per anchor is what the loss needs (``LossConfig.num_class_logits``).
 """
 
 import dataclasses
@@ -239,7 +240,9 @@ def build_single_shot_detector(
         anchor_generator = type(anchor_generator).coerce(anchor_config)
     elif anchor_config is not None:
         anchor_generator = anchor_config
-    head_layer = build_head(num_classes, anchor_generator.anchors_per_location(num_levels), name="box_predictor",
+    # The loss owns the class-score layout: C sigmoid logits, or C + 1 softmax logits.
+    class_logits = (loss_config or LossConfig()).num_class_logits(num_classes)
+    head_layer = build_head(class_logits, anchor_generator.anchors_per_location(num_levels), name="box_predictor",
                             **(head_kwargs or {}))
     return SingleShotDetector(
         net,

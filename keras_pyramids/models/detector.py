@@ -156,11 +156,12 @@ class Detector:
         return with_batch_axis_for_multi_worker(super().test_step(data), self._distribute_strategy)
 
 
-def check_image_size(image_size, min_size, model_name, multiple_of=None):
+def check_image_size(image_size, min_size, model_name, multiple_of=None, reason=None):
     """Normalises ``image_size`` (int or ``(H, W)``) and rejects sizes the network cannot take.
 
     Args:
         min_size: the deepest map's stride: smaller images have no pixel there.
+        reason: why ``min_size`` (for the message); default the stride reason.
         multiple_of: where a neck adds maps of neighbouring levels (FPN's
             top-down path, M2Det's FFMv1), both sides must be multiples of the
             deepest stride it fuses.
@@ -169,7 +170,7 @@ def check_image_size(image_size, min_size, model_name, multiple_of=None):
     if height < min_size or width < min_size:
         raise ValueError(
             f"{model_name} needs images of at least {min_size}x{min_size} pixels "
-            f"(its deepest feature map has stride {min_size}); got {height}x{width}."
+            f"({reason or f'its deepest feature map has stride {min_size}'}); got {height}x{width}."
         )
     if multiple_of and (height % multiple_of or width % multiple_of):
         raise ValueError(

@@ -17,11 +17,16 @@ largest map's minimum, which the paper keeps (in pixels) instead of scaling:
 closes the range with ``s_7 = 1.0`` where the reference uses 1.05, so the last
 level's second square is ``sqrt(0.87)`` instead of ``sqrt(0.87 * 1.05)``.
 
-Classification: the zoo's heads are sigmoid over the ``num_classes``
-foreground classes with the focal loss (no background logit); the paper uses
-SSD's softmax over 81 classes with hard negative mining. So an 80-class model
-here has ``6 * 9 * C`` fewer weights per pyramid map than the paper's (0.3M of
-98.9M for 8 TUMs x 256; see :func:`table3_report`).
+Loss (:data:`M2DET_LOSS`): the paper trains "similar to SSD": its reference
+code's ``MultiBoxLoss`` is SSD's softmax over ``C + 1`` classes (81 on COCO,
+background first) with 3:1 hard negative mining, smooth L1 summed over the 4
+codes (not divided by the code size), both divided by the number of positives,
+``loss = loss_l + loss_c``; SGD ``weight_decay = 5e-4``. So the heads predict
+``C + 1`` logits per anchor and scores are the softmax without the background
+column. The head convs start as PyTorch's default (the reference's
+``weights_init`` does not reach the ``loc`` / ``conf`` weights, whose keys do
+not contain "conv"): uniform with bound ``1 / sqrt(fan_in)``, i.e. Keras'
+``VarianceScaling(1/3, "fan_in", "uniform")``.
 
 Parameter counts (paper Table 3) include the backbone and the heads: see
 :func:`table3_report` and ``scripts/m2det_report.py``.
@@ -34,6 +39,7 @@ import numpy as np
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.models.compose import build_single_shot_detector
 from keras_pyramids.ops.anchors import SSDAnchorGenerator
+from keras_pyramids.ops.losses import LossConfig, preset_loss
 from keras_pyramids.pyramids.m2det import tum_scales
 from keras_pyramids.registry import register_model
 
@@ -53,6 +59,16 @@ M2DET_POSTPROCESS = {
     "max_detections": 100,
     "max_detections_per_class": 100,
 }
+# The reference's MultiBoxLoss (configs/m2det320_vgg.py: neg_pos = 3) and its
+# optimizer's weight_decay 5e-4 (PyTorch SGD adds 5e-4 * w to every gradient,
+# the gradient of the L2 loss 5e-4 / 2 * |w|^2; it also decays biases and batch
+# norm, the zoo's L2 covers kernels only).
+M2DET_LOSS = LossConfig(classification_loss="softmax_hard_negative", negative_positive_ratio=3.0,
+                        classification_weight=1.0, localization_weight=1.0,
+                        normalize_box_loss_by_code_size=False, l2_regularization=5e-4)
+# PyTorch's default Conv2d weights: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+M2DET_HEAD_INITIALIZER = {"class_name": "VarianceScaling",
+                          "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"}}
 BACKBONES = {
     # name: (shallow, deep) backbone levels that FFMv1 fuses
     "vgg16": ("C3", "C4"),  # conv4_3, fc7
@@ -103,7 +119,7 @@ def build_m2det(
     postprocess=None,
     anchor_config=None,
     label_encoder=None,
-    loss_config=None,
+    loss_config=M2DET_LOSS,
     deep_endpoint=None,
     name=None,
     **mlfpn_options,
@@ -127,7 +143,9 @@ def build_m2det(
         deep_endpoint: ResNet only: the deep map FFMv1 fuses with ``C3``:
             ``"C4"`` (stride 16, default, as the reference's 2x upsampling) or
             ``"C5"`` (stride 32, upsampled 4x; image sides multiples of 32).
-        label_encoder, loss_config: as :func:`keras_pyramids.models.ppn.ppn_mobilenet`.
+        label_encoder: as :func:`keras_pyramids.models.ppn.ppn_mobilenet`.
+        loss_config: :class:`~keras_pyramids.ops.losses.LossConfig`, or a dict
+            of the settings that differ from :data:`M2DET_LOSS`.
         **mlfpn_options: :class:`MLFPN` options (``tum_out_channels``,
             ``ffm2_channels``, ``base_channels``, ``use_sfam``, ``share_ffm2``, ``share_attention``,
             ``last_encoder_stride``, ``lateral_kernel_size``, ``sfam_reduction``).
@@ -166,10 +184,10 @@ def build_m2det(
         levels=levels,
         backbone_kwargs=backbone_kwargs,
         neck_kwargs=dict(num_levels=num_tums, num_scales=num_scales, tum_channels=tum_channels, **mlfpn_options),
-        head_kwargs=dict(kernel_size=3),
+        head_kwargs=dict(kernel_size=3, kernel_initializer=M2DET_HEAD_INITIALIZER),
         anchor_config=anchor_config,
         label_encoder=label_encoder,
-        loss_config=loss_config,
+        loss_config=preset_loss(loss_config, M2DET_LOSS),
         postprocess=dict(M2DET_POSTPROCESS, **(postprocess or {})),
         name=name,
     )

@@ -32,7 +32,8 @@ from keras_pyramids.registry import register_model
 RETINANET_LABEL_ENCODER = dict(
     matched_threshold=0.5, unmatched_threshold=0.4, force_match=True, box_coder={"scale_factors": (1.0,) * 4}
 )
-RETINANET_LOSS = dict(focal_alpha=0.25, focal_gamma=2.0, smooth_l1_beta=0.1)
+# detectron2 sums smooth L1 over the 4 codes (reduction="sum"; no division by the code size).
+RETINANET_LOSS = dict(focal_alpha=0.25, focal_gamma=2.0, smooth_l1_beta=0.1, normalize_box_loss_by_code_size=False)
 RETINANET_POSTPROCESS = dict(
     score_threshold=0.05,
     iou_threshold=0.5,

@@ -34,14 +34,17 @@ class SingleShotDetector(Detector, keras.Model):
             0..255) to a dict of maps keyed by level (``"C3"`` = stride 8, see
             :mod:`keras_pyramids.backbones`); its input shape fixes the image size.
         neck: layer mapping that dict to a list of maps, largest first.
-        head: layer mapping the list to ``{"boxes": [B, N, 4], "classes": [B, N, C]}``.
-        num_classes: number of foreground classes ``C`` (sigmoid scores, no
-            background column).
+        head: layer mapping the list to ``{"boxes": [B, N, 4], "classes": [B, N, K]}``
+            with ``K = loss_config.num_class_logits(num_classes)`` class logits.
+        num_classes: number of foreground classes ``C``.
         anchor_generator: ``generator(feature_shapes, image_size) -> [N, 4]``
             (:class:`~keras_pyramids.ops.anchors.SSDAnchorGenerator` by default).
         label_encoder: :class:`~keras_pyramids.ops.label_encoder.AnchorLabelEncoder`;
             its box coder also decodes the predictions.
-        loss_config: :class:`~keras_pyramids.ops.losses.LossConfig` (or its dict).
+        loss_config: :class:`~keras_pyramids.ops.losses.LossConfig` (or its dict):
+            the loss, and with it the class-score layout (``C`` sigmoid logits,
+            or ``C + 1`` softmax logits with background first) that the head
+            predicts and :meth:`decode` reads.
         postprocessor: :class:`~keras_pyramids.ops.postprocess.DetectionPostProcessor`.
 
     ``model(images)`` returns the raw outputs; ``model.predict(images)`` the
@@ -87,6 +90,14 @@ class SingleShotDetector(Detector, keras.Model):
         self.feature_shapes = [tuple(int(d) for d in f.shape[1:3]) for f in features]
         self.anchors = np.asarray(self.anchor_generator(self.feature_shapes, self.image_size), np.float32)
         predicted = int(outputs["boxes"].shape[1])
+        logits = int(outputs["classes"].shape[-1])
+        if logits != self.loss_config.num_class_logits(self.num_classes):
+            raise ValueError(
+                f"The head predicts {logits} class logits per anchor but the "
+                f"{self.loss_config.classification_loss} loss over {self.num_classes} classes needs "
+                f"{self.loss_config.num_class_logits(self.num_classes)}; build the head with "
+                "loss_config.num_class_logits(num_classes) outputs."
+            )
         if predicted != len(self.anchors):
             raise ValueError(
                 f"The head predicts {predicted} boxes but the pyramid has {len(self.anchors)} anchors; "
@@ -98,6 +109,8 @@ class SingleShotDetector(Detector, keras.Model):
         self.__dict__["_feature_model"] = keras.Model(images, features, name="feature_extractor")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
         self.class_loss_tracker = keras.metrics.Mean(name="class_loss")
+        if self.loss_config.l2_regularization:
+            self.l2_loss_tracker = keras.metrics.Mean(name="l2_loss")
 
     @property
     def feature_extractor(self):
@@ -121,15 +134,27 @@ class SingleShotDetector(Detector, keras.Model):
         total, box_loss, class_loss = loss_lib.detection_loss(y, y_pred, self.num_classes, self.loss_config)
         self.box_loss_tracker.update_state(box_loss)
         self.class_loss_tracker.update_state(class_loss)
+        if self.loss_config.l2_regularization:
+            l2_loss = loss_lib.l2_kernel_loss(loss_lib.regularized_kernels(self.trainable_variables),
+                                              self.loss_config.l2_regularization)
+            self.l2_loss_tracker.update_state(l2_loss)
+            total = total + l2_loss
         return scale_loss_for_replicas(total)
 
     def decode(self, outputs):
-        """Raw outputs -> ``{"boxes": [B, N, 4] clipped to [0, 1], "scores": [B, N, C], "level_sizes"}``."""
+        """Raw outputs -> ``{"boxes": [B, N, 4], "scores": [B, N, C], "level_sizes"}``.
+
+        Boxes are decoded with the label encoder's box coder and not clipped:
+        the post-processor suppresses on the unclipped boxes and clips the
+        survivors (as the reference's ``multiclass_non_max_suppression`` with
+        a clip window). Scores follow the loss's layout
+        (:func:`keras_pyramids.ops.losses.class_scores`).
+        """
         anchors = ops.convert_to_tensor(self.anchors)
         boxes = self.box_coder.decode(ops.cast(outputs["boxes"], "float32"), anchors)
         return {
-            "boxes": ops.clip(boxes, 0.0, 1.0),
-            "scores": ops.sigmoid(ops.cast(outputs["classes"], "float32")),
+            "boxes": boxes,
+            "scores": loss_lib.class_scores(outputs["classes"], self.loss_config),
             "level_sizes": self.level_sizes,
         }
 

@@ -21,8 +21,13 @@ class DetectionPostProcessor(keras.layers.Layer):
     """Keeps at most ``max_detections`` of a detector's decoded boxes per image.
 
     Per class, boxes scoring above ``score_threshold`` go
-    through non-maximum suppression at ``iou_threshold``; the best
-    ``max_detections`` over all classes are kept.
+    through non-maximum suppression at ``iou_threshold``; the survivors are
+    clipped to the image and those left with zero area are dropped, then the
+    best ``max_detections`` over all classes are kept. This is the order of the
+    TF Object Detection API's ``multiclass_non_max_suppression`` with a clip
+    window (suppression on the unclipped boxes; ``clip_to_window`` with
+    ``filter_nonoverlapping`` and zero-area boxes scored -1 before the
+    ``max_total_size`` cut), which the PPN and SSD configs use.
 
     ``nms`` picks the suppression: ``"hard"`` (default; greedy NMS,
     ``tf.image.combined_non_max_suppression``), ``"soft_linear"`` or
@@ -99,21 +104,50 @@ class DetectionPostProcessor(keras.layers.Layer):
             if class_specific:
                 raise ValueError(f"nms={self.nms!r} takes one box per candidate; class-specific boxes need 'hard'.")
             return self._soft_nms(boxes, scores)
+        # Every class's survivors are kept until the clipping has dropped the
+        # zero-area ones, so the cut to max_detections comes after it.
+        survivors = min(scores.shape[2] * self.max_detections_per_class, scores.shape[1] * scores.shape[2])
         nmsed = tf.image.combined_non_max_suppression(
             boxes if class_specific else boxes[:, :, None, :],
             scores,
             max_output_size_per_class=self.max_detections_per_class,
-            max_total_size=self.max_detections,
+            max_total_size=survivors,
             iou_threshold=self.iou_threshold,
             score_threshold=self.score_threshold,
             pad_per_class=False,
             clip_boxes=False,
         )
+        valid = tf.range(survivors)[None, :] < nmsed.valid_detections[:, None]
+        return self._clip_and_keep_best(nmsed.nmsed_boxes, nmsed.nmsed_scores,
+                                        ops.cast(nmsed.nmsed_classes, "int32"), valid)
+
+    def _clip_and_keep_best(self, boxes, scores, classes, valid):
+        """Clips candidates ``[B, M, ...]`` to ``[0, 1]``, drops zero-area ones, keeps the best ``max_detections``.
+
+        Returns the detection dict, padded with zeros to ``max_detections``.
+        """
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        valid = valid & (area > 0.0)
+        # Invalid slots score -1 so they sort last; K may exceed the candidates.
+        ranked = tf.where(valid, scores, -tf.ones_like(scores))
+        k = min(self.max_detections, int(scores.shape[1]))
+        best_scores, best = tf.math.top_k(ranked, k=k)
+        valid = best_scores >= 0
+        out_boxes = tf.where(valid[..., None], tf.gather(boxes, best, batch_dims=1), 0.0)
+        out_classes = tf.where(valid, tf.gather(classes, best, batch_dims=1), 0)
+        out_scores = tf.where(valid, best_scores, 0.0)
+        if k < self.max_detections:  # keep the [B, max_detections] output contract
+            pad = [[0, 0], [0, self.max_detections - k]]
+            out_boxes = tf.pad(out_boxes, pad + [[0, 0]])
+            out_scores = tf.pad(out_scores, pad)
+            out_classes = tf.pad(out_classes, pad)
+            valid = tf.pad(valid, pad)
         return {
-            "boxes": nmsed.nmsed_boxes,
-            "scores": nmsed.nmsed_scores,
-            "classes": ops.cast(nmsed.nmsed_classes, "int32"),
-            "num_detections": ops.cast(nmsed.valid_detections, "int32"),
+            "boxes": out_boxes,
+            "scores": out_scores,
+            "classes": ops.cast(out_classes, "int32"),
+            "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1),
         }
 
     def _top_k_per_level(self, boxes, scores, level_sizes):
@@ -155,30 +189,11 @@ class DetectionPostProcessor(keras.layers.Layer):
         per_class = keep_index.shape[-1]
         kept_boxes = tf.gather(top_boxes, tf.maximum(keep_index, 0), batch_dims=2)  # [B, C, M, 4]
         classes = tf.broadcast_to(tf.range(num_classes, dtype=tf.int32)[:, None], [num_classes, per_class])
-        flat_scores = tf.reshape(keep_scores, [-1, num_classes * per_class])
-        flat_boxes = tf.reshape(kept_boxes, [-1, num_classes * per_class, 4])
-        flat_valid = tf.reshape(keep_index >= 0, [-1, num_classes * per_class])
-        # Invalid slots score -1 so they sort last; K may exceed the candidates.
-        ranked = tf.where(flat_valid, flat_scores, -tf.ones_like(flat_scores))
         total = num_classes * per_class
-        k = min(self.max_detections, total)
-        best_scores, best = tf.math.top_k(ranked, k=k)
-        valid = best_scores >= 0
-        out_boxes = tf.where(valid[..., None], tf.gather(flat_boxes, best, batch_dims=1), 0.0)
-        out_classes = tf.where(valid, tf.gather(tf.reshape(classes, [-1]), best), 0)
-        out_scores = tf.where(valid, best_scores, 0.0)
-        if k < self.max_detections:  # keep the [B, max_detections] output contract
-            pad = [[0, 0], [0, self.max_detections - k]]
-            out_boxes = tf.pad(out_boxes, pad + [[0, 0]])
-            out_scores = tf.pad(out_scores, pad)
-            out_classes = tf.pad(out_classes, pad)
-            valid = tf.pad(valid, pad)
-        return {
-            "boxes": out_boxes,
-            "scores": out_scores,
-            "classes": ops.cast(out_classes, "int32"),
-            "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1),
-        }
+        flat_classes = tf.zeros_like(tf.reshape(keep_index, [-1, total])) + tf.reshape(classes, [1, total])
+        return self._clip_and_keep_best(tf.reshape(kept_boxes, [-1, total, 4]),
+                                        tf.reshape(keep_scores, [-1, total]), flat_classes,
+                                        tf.reshape(keep_index >= 0, [-1, total]))
 
     def get_config(self):
         config = super().get_config()

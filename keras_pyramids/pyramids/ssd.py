@@ -13,6 +13,9 @@ import keras
 
 from keras_pyramids.blocks import ConvBlock
 
+# ssd_mobilenet_v1_300x300_coco14_sync.config, feature_extractor conv_hyperparams.
+EXTRA_LAYER_INITIALIZER = {"class_name": "TruncatedNormal", "config": {"mean": 0.0, "stddev": 0.03}}
+
 SSD_MOBILENET_V1_LAYOUT = {
     "from_layer": ("C4", "C5", "", "", "", ""),
     "layer_depth": (-1, -1, 512, 256, 256, 128),
@@ -29,6 +32,9 @@ class SSDFeatureMaps(keras.layers.Layer):
         layer_depth: per level, the depth of a new layer (``-1`` for endpoints).
             New depths are ``max(int(depth * depth_multiplier), min_depth)``.
         activation: of the new layers' conv blocks.
+        kernel_initializer: of the new layers' convs (Keras initializer name
+            or config); default the SSD MobileNet v1 reference config's
+            feature-extractor ``truncated_normal_initializer { stddev: 0.03 }``.
 
     Input: dict of endpoints. Output: list of maps, largest first; a new level
     is ``[B, ceil(h / 2), ceil(w / 2), depth]`` of the level before it.
@@ -41,6 +47,7 @@ class SSDFeatureMaps(keras.layers.Layer):
         depth_multiplier=1.0,
         min_depth=16,
         activation="relu6",
+        kernel_initializer=EXTRA_LAYER_INITIALIZER,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -53,6 +60,7 @@ class SSDFeatureMaps(keras.layers.Layer):
         self.depth_multiplier = float(depth_multiplier)
         self.min_depth = int(min_depth)
         self.activation = activation
+        self.kernel_initializer = kernel_initializer
         # One (bottleneck, stride-2 conv) pair per new level; [] for endpoints.
         self.extra = []
         for i, (source, depth) in enumerate(zip(self.from_layer, self.layer_depth)):
@@ -63,8 +71,10 @@ class SSDFeatureMaps(keras.layers.Layer):
             bottleneck = max(depth // 2, self.min_depth)
             self.extra.append(
                 [
-                    ConvBlock(bottleneck, 1, activation=activation, name=f"Conv2d_{i}_1x1_{bottleneck}"),
-                    ConvBlock(depth, 3, strides=2, activation=activation, name=f"Conv2d_{i}_3x3_s2_{depth}"),
+                    ConvBlock(bottleneck, 1, activation=activation, kernel_initializer=kernel_initializer,
+                              name=f"Conv2d_{i}_1x1_{bottleneck}"),
+                    ConvBlock(depth, 3, strides=2, activation=activation, kernel_initializer=kernel_initializer,
+                              name=f"Conv2d_{i}_3x3_s2_{depth}"),
                 ]
             )
 
@@ -99,5 +109,6 @@ class SSDFeatureMaps(keras.layers.Layer):
             depth_multiplier=self.depth_multiplier,
             min_depth=self.min_depth,
             activation=self.activation,
+            kernel_initializer=self.kernel_initializer,
         )
         return config
