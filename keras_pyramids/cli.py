@@ -260,14 +260,22 @@ def cmd_export(args):
     check_new_paths(export.output_paths(args.output, args.format))
     model = load_model(args.model_path)
     if args.format == "saved_model":
-        if args.quantize:
-            raise CliError("--quantize applies to --format tflite only.")
+        if args.quantize or args.nms != "auto":
+            raise CliError("--quantize and --nms apply to --format tflite only.")
         path = export.export_saved_model(model, args.output,
                                          categories=find_categories(args.model_path))
         print(f"SavedModel: {path} (signatures serving_default: uint8 images, serving_bytes: encoded images)")
     else:
-        path = export.export_tflite(model, args.output, quantize=args.quantize)
-        print(f"TFLite: {path} (NMS settings: {path}.json; run with keras_pyramids.export.run_tflite)")
+        path = export.export_tflite(model, args.output, quantize=args.quantize, nms=args.nms)
+        with open(path + ".json") as f:
+            in_file = json.load(f)["nms"] == "in_file"
+        if in_file:
+            print(f"TFLite: {path} (final detections from the file: NMS inside, TFLite_Detection_PostProcess; "
+                  f"one image per call; settings: {path}.json)")
+        else:
+            reason = export.tflite_nms_unsupported(model)
+            print(f"TFLite: {path} (NMS outside the file" + (f", because {reason}" if reason else "")
+                  + f"; settings: {path}.json; run with keras_pyramids.export.run_tflite)")
     return 0
 
 
@@ -406,6 +414,10 @@ def build_parser():
     exporter.add_argument("--format", choices=("saved_model", "tflite"), default="saved_model")
     exporter.add_argument("--quantize", choices=("dynamic_int8",),
                           help="TFLite only: dynamic-range int8 weights")
+    exporter.add_argument("--nms", choices=export.NMS_PLACES, default="auto",
+                          help="TFLite only: in_file (TFLite_Detection_PostProcess, final detections from the "
+                               "file), outside (NMS in run_tflite), auto (default: in the file unless the model's "
+                               "post-processing is soft-NMS or per-level top-k)")
     exporter.set_defaults(func=cmd_export)
 
     predict = commands.add_parser(

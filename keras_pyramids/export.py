@@ -20,12 +20,32 @@ Bad input fails with ``InvalidArgumentError`` whose message names the problem
 (rank, channels, empty image, undecodable bytes); a wrong dtype is refused by
 the signature itself (the error names the expected ``uint8`` / ``string``).
 
-TFLite (:func:`export_tflite`): one signature ``serving_default(images)``
-taking ``uint8 [B, H, W, 3]`` of any size like the SavedModel one, returning
-decoded boxes and scores of every anchor; the NMS
-(``tf.image.combined_non_max_suppression``, no TFLite builtin, needs the flex
-delegate which this ``tf.lite.Interpreter`` lacks) runs outside TFLite in
-:func:`run_tflite` with the model's settings saved in ``<path>.json``.
+TFLite (:func:`export_tflite`), one signature ``serving_default(images)``
+taking ``uint8`` images of any size like the SavedModel one, in one of two
+layouts (``nms=``; the default ``"auto"`` takes the first that can express the
+model's post-processing):
+
+- ``"in_file"``: final detections from the file itself, in the stock
+  ``tf.lite.Interpreter``. Decoding and per-class NMS are TFLite's built-in
+  custom op ``TFLite_Detection_PostProcess`` (what the TF Object Detection
+  API's SSD export and the Model Garden's ``nms_version="tflite"`` use; the
+  converter replaces a ``tf.function`` marked
+  ``experimental_implements="TFLite_Detection_PostProcess ..."`` by the op),
+  with ``use_regular_nms`` (per-class NMS as ``combined_non_max_suppression``),
+  followed by the same clip-and-drop-zero-area step as the model's
+  post-processor. The op takes one image: the input is ``uint8 [1, H, W, 3]``.
+  Possible for every anchor-based single-shot model with hard NMS (PPN, SSD,
+  RetinaNet).
+- ``"outside"``: the file holds resize, network and box decoding and returns
+  the decoded boxes and scores of every anchor for ``uint8 [B, H, W, 3]``; the
+  model's post-processor runs outside TFLite in :func:`run_tflite` /
+  :class:`TFLiteDetector` with the settings saved in ``<path>.json``. The only
+  choice where the op cannot express the post-processing: soft-NMS (M2Det) and
+  the per-level pre-NMS top-k (the op has neither).
+
+Both write ``<path>.json`` (settings, and which layout the file has);
+:class:`TFLiteDetector` (one interpreter, reused) and :func:`run_tflite` run
+either and return the detection dict above.
 """
 
 import json
@@ -38,12 +58,15 @@ import tensorflow as tf
 
 from keras_pyramids.categories import SAVED_MODEL_EXTRA_DIR, categories_file
 from keras_pyramids.data.pipeline import resize_image
+from keras_pyramids.ops.losses import class_scores
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.validation import check_new_paths
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 QUANTIZE_MODES = (None, "dynamic_int8")
+NMS_PLACES = ("auto", "in_file", "outside")
+TFLITE_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 def tflite_settings_path(path):
@@ -196,14 +219,102 @@ def decode_in_graph(model, images):
 
     Returns:
         dict ``boxes [B, N, 4]`` float32 normalised ``[ymin, xmin, ymax, xmax]``
-        (clipped to ``[0, 1]``) and ``scores [B, N, C]`` float32, ``N`` the
-        model's candidates; exactly what ``model.decode`` hands to its
-        post-processor's NMS.
+        (not clipped) and ``scores [B, N, C]`` float32, ``N`` the model's
+        candidates; exactly what ``model.decode`` hands to its post-processor.
     """
     images = tf.ensure_shape(images, [None, None, None, 3])
     resized = tf.ensure_shape(resize_image(images, model.image_size), [None, *model.image_size, 3])
     decoded = model.decode(model(resized, training=False))
     return {"boxes": tf.cast(decoded["boxes"], tf.float32), "scores": tf.cast(decoded["scores"], tf.float32)}
+
+
+def tflite_nms_unsupported(model):
+    """Why ``TFLite_Detection_PostProcess`` cannot do ``model``'s post-processing, or ``None`` if it can.
+
+    The op decodes Faster R-CNN style box codes against anchors (scale factors
+    ``y, x, h, w``) and runs greedy per-class NMS; it has no soft-NMS and no
+    per-level pre-NMS top-k.
+    """
+    if not all(hasattr(model, name) for name in ("anchors", "box_coder", "loss_config")):
+        return f"{type(model).__name__} is not an anchor-based single-shot detector"
+    postprocessor = model.postprocessor
+    if postprocessor.nms != "hard":
+        return f"its post-processing is soft-NMS (nms={postprocessor.nms!r})"
+    if postprocessor.pre_nms_top_k_per_level is not None:
+        return "its post-processing keeps the best anchors of each level before NMS (pre_nms_top_k_per_level)"
+    return None
+
+
+def _postprocess_op_signature(model):
+    """The ``experimental_implements`` attributes the converter turns into ``TFLite_Detection_PostProcess``."""
+    post = model.postprocessor
+    scale_y, scale_x, scale_h, scale_w = model.box_coder.scale_factors
+    attributes = [
+        ("max_detections", "i", post.max_detections),
+        ("max_classes_per_detection", "i", 1),
+        ("detections_per_class", "i", post.max_detections_per_class),
+        ("use_regular_nms", "b", "true"),
+        ("nms_score_threshold", "f", post.score_threshold),
+        ("nms_iou_threshold", "f", post.iou_threshold),
+        ("y_scale", "f", scale_y),
+        ("x_scale", "f", scale_x),
+        ("h_scale", "f", scale_h),
+        ("w_scale", "f", scale_w),
+        ("num_classes", "i", model.num_classes),
+    ]
+    parts = [f'name: "{TFLITE_POSTPROCESS_OP}"']
+    for key, kind, value in attributes:
+        text = repr(float(value)) if kind == "f" else value
+        parts.append(f'attr {{ key: "{key}" value {{ {kind}: {text} }} }}')
+    return " ".join(parts)
+
+
+def _center_size_anchors(anchors):
+    """``[N, 4]`` yxyx anchors -> ``[N, 4]`` ``(y_center, x_center, height, width)``, the op's layout."""
+    anchors = np.asarray(anchors, np.float64)
+    size = anchors[:, 2:] - anchors[:, :2]
+    return np.concatenate([anchors[:, :2] + size / 2, size], axis=1).astype(np.float32)
+
+
+def detect_with_postprocess_op(model, images):
+    """``uint8 [1, H, W, 3]`` -> pixel detections, with ``TFLite_Detection_PostProcess`` doing decode + NMS.
+
+    Only meaningful once converted to TFLite: in TensorFlow the op's stand-in
+    returns zeros. After the op, boxes are clipped to the image and zero-area
+    ones dropped, as :class:`~keras_pyramids.ops.postprocess.DetectionPostProcessor`
+    does (the op keeps ``max_detections`` before that drop, the layer after it).
+    """
+    images = tf.ensure_shape(images, [1, None, None, 3])
+    original = tf.cast(tf.shape(images)[1:3], tf.float32)
+    resized = tf.ensure_shape(resize_image(images, model.image_size), [1, *model.image_size, 3])
+    outputs = model(resized, training=False)
+    codes = tf.cast(outputs["boxes"], tf.float32)
+    scores = tf.cast(class_scores(outputs["classes"], model.loss_config), tf.float32)
+    anchors = tf.constant(_center_size_anchors(model.anchors))
+
+    count = model.postprocessor.max_detections
+
+    @tf.function(experimental_implements=_postprocess_op_signature(model))
+    def postprocess_op(box_codes, class_scores, anchors):  # noqa: ARG001 - the op's inputs
+        # Stand-ins of the op's outputs' shapes: the converter replaces the
+        # whole function by the op.
+        return (tf.zeros([1, count, 4], name="boxes"), tf.zeros([1, count], name="classes"),
+                tf.zeros([1, count], name="scores"), tf.zeros([1], name="num_detections"))
+
+    boxes, classes, scores, num = postprocess_op(codes, scores, anchors)
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+    classes = tf.cast(classes, tf.int32)
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    valid = (tf.range(count)[None, :] < tf.cast(num[:, None], tf.int32)) & (area > 0.0)
+    ranked, best = tf.math.top_k(tf.where(valid, scores, -tf.ones_like(scores)), k=count)
+    valid = ranked >= 0.0
+    scale = tf.tile(original, [2])
+    return {
+        "boxes": tf.where(valid[..., None], tf.gather(boxes, best, batch_dims=1) * scale, 0.0),
+        "scores": tf.where(valid, ranked, 0.0),
+        "classes": tf.where(valid, tf.gather(classes, best, batch_dims=1), 0),
+        "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1),
+    }
 
 
 def nms_in_pixels(settings, boxes, scores, original_sizes):
@@ -230,17 +341,8 @@ def nms_in_pixels(settings, boxes, scores, original_sizes):
     }
 
 
-def export_tflite(model, path, quantize=None, overwrite=False):
-    """Writes ``model`` as a TFLite flatbuffer (resize + network + box decoding) and its NMS settings.
-
-    The ``tf.lite.Interpreter`` of the ``tensorflow`` pip package here does not
-    link the flex delegate, so it cannot run ``CombinedNonMaxSuppression`` (no
-    TFLite builtin; checked: "Select TensorFlow op(s) ... not supported by this
-    interpreter"). The file therefore stops before NMS: its signature
-    ``serving_default(images uint8 [B, H, W, 3], any size)`` returns
-    ``boxes [B, N, 4]`` normalised decoded boxes and ``scores [B, N, C]``
-    (:func:`decode_in_graph`); :func:`run_tflite` runs the model's NMS on them
-    outside TFLite with the settings saved beside the file in ``<path>.json``.
+def export_tflite(model, path, quantize=None, overwrite=False, nms="auto"):
+    """Writes ``model`` as a TFLite flatbuffer and its settings (``<path>.json``).
 
     Args:
         model: a ``Detector``.
@@ -248,30 +350,53 @@ def export_tflite(model, path, quantize=None, overwrite=False):
         quantize: ``None`` (float32) or ``"dynamic_int8"`` (dynamic-range
             quantisation: int8 weights, float activations; about 4x smaller).
         overwrite: replace existing files.
+        nms: ``"in_file"`` (final detections from the file, TFLite's built-in
+            ``TFLite_Detection_PostProcess``; one image per call),
+            ``"outside"`` (the file stops after box decoding; the NMS runs in
+            :func:`run_tflite`) or ``"auto"``: in the file whenever the op can
+            express the model's post-processing (:func:`tflite_nms_unsupported`),
+            else outside. See the module docstring.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: not a detector, or an unknown ``quantize``.
+        ValueError: not a detector, an unknown ``quantize`` or ``nms``, or
+            ``nms="in_file"`` for a model whose post-processing the op cannot do
+            (the message says why).
         FileExistsError: ``path`` or ``<path>.json`` exists and ``overwrite`` is False.
     """
     _check_detector(model)
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}; got {quantize!r}.")
+    if nms not in NMS_PLACES:
+        raise ValueError(f"nms must be one of {NMS_PLACES}; got {nms!r}.")
+    unsupported = tflite_nms_unsupported(model)
+    if nms == "in_file" and unsupported:
+        raise ValueError(f"NMS cannot run inside the TFLite file for {model.name}: {unsupported}, which "
+                         f"{TFLITE_POSTPROCESS_OP} cannot express; export with nms='outside'.")
+    in_file = nms == "in_file" or (nms == "auto" and not unsupported)
     if not overwrite:
         check_new_paths(output_paths(path, "tflite"))
     with tempfile.TemporaryDirectory() as tmp:
         # Through a SavedModel so variables become constants the standard way.
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            SIGNATURE_IMAGES, lambda images: decode_in_graph(model, images),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
-        )
+        if in_file:
+            archive.add_endpoint(
+                SIGNATURE_IMAGES, lambda images: detect_with_postprocess_op(model, images),
+                input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="images")],
+            )
+        else:
+            archive.add_endpoint(
+                SIGNATURE_IMAGES, lambda images: decode_in_graph(model, images),
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+            )
         saved = os.path.join(tmp, "saved_model")
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE_IMAGES])
+        # TFLite_Detection_PostProcess is a custom op (registered by the stock interpreter's resolver).
+        converter.allow_custom_ops = in_file
         if quantize == "dynamic_int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         flatbuffer = converter.convert()
@@ -279,10 +404,57 @@ def export_tflite(model, path, quantize=None, overwrite=False):
     with open(path, mode + "b") as f:
         f.write(flatbuffer)
     with open(tflite_settings_path(path), mode) as f:
-        json.dump({"postprocessor": model.postprocessor.get_config(), "level_sizes": model.level_sizes,
+        json.dump({"nms": "in_file" if in_file else "outside",
+                   "postprocessor": model.postprocessor.get_config(), "level_sizes": model.level_sizes,
                    "image_size": list(model.image_size), "num_classes": model.num_classes,
                    "quantize": quantize}, f, indent=1)
     return path
+
+
+def _check_uint8_images(images):
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape[1:3]:
+        raise ValueError(f"images must be a uint8 array [batch, height, width, 3] with height, width > 0; "
+                         f"got {images.dtype} {images.shape}.")
+    return images
+
+
+class TFLiteDetector:
+    """A ``.tflite`` file written by :func:`export_tflite`, loaded once and run many times.
+
+    ``detector(images)`` takes ``uint8 [B, H, W, 3]`` of any size and returns
+    the detection dict of the module docstring (numpy arrays, pixel boxes),
+    whichever layout the file has (``detector.nms`` is ``"in_file"`` or
+    ``"outside"``); a file with NMS inside runs one image per call of its
+    interpreter. One interpreter serves every call.
+
+    Args:
+        path: the ``.tflite`` file (``<path>.json`` beside it).
+        num_threads: interpreter threads (``None``: TFLite's default).
+
+    Raises:
+        FileNotFoundError: the model or its settings file is missing.
+    """
+
+    def __init__(self, path, num_threads=None):
+        for file in (path, tflite_settings_path(path)):
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"{file} does not exist (write both with export_tflite).")
+        with open(tflite_settings_path(path)) as f:
+            self.settings = json.load(f)
+        self.nms = self.settings.get("nms", "outside")
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner(SIGNATURE_IMAGES)
+
+    def __call__(self, images):
+        images = _check_uint8_images(images)
+        if self.nms == "in_file":
+            per_image = [self.runner(images=image[None]) for image in images]
+            return {key: np.concatenate([np.asarray(out[key]) for out in per_image], axis=0)
+                    for key in ("boxes", "scores", "classes", "num_detections")}
+        outputs = self.runner(images=images)
+        sizes = np.tile(np.asarray(images.shape[1:3], np.float32), (images.shape[0], 1))
+        return nms_in_pixels(self.settings, outputs["boxes"], outputs["scores"], sizes)
 
 
 def run_tflite(path, images):
@@ -299,16 +471,5 @@ def run_tflite(path, images):
         ValueError: ``images`` is not a uint8 ``[B, H, W, 3]`` array.
         FileNotFoundError: the model or its settings file is missing.
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape[1:3]:
-        raise ValueError(f"images must be a uint8 array [batch, height, width, 3] with height, width > 0; "
-                         f"got {images.dtype} {images.shape}.")
-    for file in (path, tflite_settings_path(path)):
-        if not os.path.isfile(file):
-            raise FileNotFoundError(f"{file} does not exist (write both with export_tflite).")
-    with open(tflite_settings_path(path)) as f:
-        settings = json.load(f)
-    interpreter = tf.lite.Interpreter(model_path=path)
-    outputs = interpreter.get_signature_runner(SIGNATURE_IMAGES)(images=images)
-    sizes = np.tile(np.asarray(images.shape[1:3], np.float32), (images.shape[0], 1))
-    return nms_in_pixels(settings, outputs["boxes"], outputs["scores"], sizes)
+    images = _check_uint8_images(images)
+    return TFLiteDetector(path)(images)
