@@ -65,6 +65,15 @@ def _parse_image_size(text):
     raise argparse.ArgumentTypeError(f"invalid image size {text!r} (use N or H,W)")
 
 
+def _parse_number_list(kind):
+    def parse(text):
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse
+
+
 def _parse_json_object(text):
     try:
         value = json.loads(text)
@@ -111,6 +120,8 @@ def _add_train_config_flags(parser):
         "jit_compile": dict(type=_parse_optional_bool, metavar="true|false|auto"),
         "augment": dict(action=argparse.BooleanOptionalAction),
         "allow_eval_on_train": dict(action="store_true"),
+        "learning_rate_boundaries": dict(type=_parse_number_list(int), metavar="STEP,STEP"),
+        "learning_rate_values": dict(type=_parse_number_list(float), metavar="LR,LR,LR"),
     }
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")

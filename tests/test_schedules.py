@@ -48,3 +48,19 @@ def test_no_warmup_and_config_round_trip():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         cosine_decay_with_warmup(**kwargs)
+
+
+def test_warmup_then_steps_hand_worked():
+    from keras_pyramids.training.schedules import WarmupPiecewiseConstant
+
+    # M2Det's reference shape: warm-up from 1e-6 to 4e-3 over 5 steps, then 4e-3 / 2e-3 / 4e-4.
+    schedule = WarmupPiecewiseConstant([90, 110], [4e-3, 2e-3, 4e-4], warmup_learning_rate=1e-6, warmup_steps=5)
+    assert _lr(schedule, 0) == pytest.approx(1e-6)
+    assert _lr(schedule, 2) == pytest.approx(1e-6 + (4e-3 - 1e-6) * 2 / 5)
+    # A boundary step keeps the earlier rate (Keras' PiecewiseConstantDecay; M2Det's step_lr[i] >= epoch).
+    assert [_lr(schedule, s) for s in (5, 90, 91, 110, 111, 10_000)] == pytest.approx(
+        [4e-3, 4e-3, 2e-3, 2e-3, 4e-4, 4e-4])
+    again = WarmupPiecewiseConstant.from_config(schedule.get_config())
+    assert _lr(again, 100) == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="one more value than boundaries"):
+        WarmupPiecewiseConstant([10], [1e-3])

@@ -18,10 +18,12 @@ from typing import Optional
 
 from keras_pyramids import validation as check
 from keras_pyramids.data import DATASET_NAMES, coco_folder, shapes, tfds_datasets
+from keras_pyramids.data.augment import BOX_RULES
 from keras_pyramids.evaluation import get_protocol
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.registry import check_kind, check_model_kwargs
 from keras_pyramids.training.optimizers import OPTIMIZERS
+from keras_pyramids.training.schedules import WarmupPiecewiseConstant
 from keras_pyramids.training.strategy import STRATEGIES
 
 # Settings that define what is being trained: an interrupted run may only be
@@ -61,11 +63,19 @@ class TrainConfig:
         warmup_learning_rate: learning rate at step 0 (PPN config: 0.13333).
         warmup_steps: linear warm-up steps (PPN config: 2000).
         momentum: SGD momentum in [0, 1) (PPN config: 0.9).
+        learning_rate_boundaries, learning_rate_values: a step schedule after
+            the warm-up instead of the cosine decay: ``learning_rate_values[i]``
+            after step ``learning_rate_boundaries[i - 1]`` (the first value up
+            to the first boundary, replacing ``learning_rate``); e.g. SSD's
+            ``[1e-3, 1e-4, 1e-5]``. Empty: cosine.
         weight_decay: decoupled weight decay of the Keras optimizer (each step
             ``w -= lr * weight_decay * w``); for plain SGD this equals an L2
             loss ``weight_decay / 2 * |w|^2``.
         clipnorm: optional per-variable gradient norm clipping.
         augment: random training augmentation in the data pipeline.
+        crop_box_rule: which boxes survive the SSD random crop: ``"overlap"``
+            (the TF Object Detection API's ``ssd_random_crop``) or ``"centre"``
+            (the SSD paper's wording).
         seed: seed of shuffling / augmentation.
         strategy: one of :data:`~keras_pyramids.training.strategy.STRATEGIES`.
         tpu: TPU name or address for ``strategy="tpu"``.
@@ -107,9 +117,12 @@ class TrainConfig:
     warmup_learning_rate: float = 0.0
     warmup_steps: int = 0
     momentum: float = 0.9
+    learning_rate_boundaries: list = dataclasses.field(default_factory=list)
+    learning_rate_values: list = dataclasses.field(default_factory=list)
     weight_decay: float = 0.0
     clipnorm: Optional[float] = None
     augment: bool = True
+    crop_box_rule: str = "overlap"
     seed: Optional[int] = None
     strategy: str = "default"
     tpu: Optional[str] = None
@@ -162,6 +175,10 @@ class TrainConfig:
         check.check_number("clipnorm", self.clipnorm, minimum=0, min_inclusive=False, allow_none=True)
         check.check_number("visualize_score_threshold", self.visualize_score_threshold, minimum=0, maximum=1)
         check.check_bool("augment", self.augment)
+        check.check_choice("crop_box_rule", self.crop_box_rule, BOX_RULES)
+        if self.learning_rate_values or self.learning_rate_boundaries:
+            WarmupPiecewiseConstant(self.learning_rate_boundaries, self.learning_rate_values,
+                                    self.warmup_learning_rate, self.warmup_steps)  # raises on bad settings
         check.check_bool("allow_eval_on_train", self.allow_eval_on_train)
         if check.check_str("eval_protocol", self.eval_protocol, allow_none=True) is not None:
             get_protocol(self.eval_protocol)

@@ -63,3 +63,49 @@ def cosine_decay_with_warmup(base_learning_rate, total_steps, warmup_learning_ra
         warmup_target=float(base_learning_rate),
         warmup_steps=warmup_steps,
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class WarmupPiecewiseConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then a step (piecewise-constant) schedule.
+
+    ``step < warmup_steps``: ``warmup_lr + (values[0] - warmup_lr) * step /
+    warmup_steps``; afterwards ``values[i]`` for ``boundaries[i - 1] < step <=
+    boundaries[i]`` (Keras' ``PiecewiseConstantDecay``, which is used: a
+    boundary step still has the earlier rate, as M2Det's ``step_lr[i] >= epoch``). The step schedules of SSD (section 3: 1e-3, then 1e-4
+    and 1e-5) and of M2Det's reference code (``adjust_learning_rate``: 5 warm-up
+    epochs from 1e-6, then ``lr[i]`` up to epoch ``step_lr[i]``); the OD API's
+    ``manual_step_learning_rate`` with ``warmup``.
+
+    Args:
+        boundaries: increasing steps where the rate changes.
+        values: ``len(boundaries) + 1`` rates.
+        warmup_learning_rate, warmup_steps: the linear warm-up to ``values[0]``.
+    """
+
+    def __init__(self, boundaries, values, warmup_learning_rate=0.0, warmup_steps=0):
+        boundaries = [int(b) for b in boundaries]
+        values = [float(v) for v in values]
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"A step schedule needs one more value than boundaries; got {len(boundaries)} "
+                             f"boundaries and {len(values)} values.")
+        if any(b >= c for b, c in zip(boundaries, boundaries[1:])) or any(v <= 0 for v in values):
+            raise ValueError(f"Boundaries must increase and values be > 0; got {boundaries}, {values}.")
+        if warmup_steps < 0 or warmup_learning_rate < 0 or (boundaries and warmup_steps > boundaries[0]):
+            raise ValueError("warmup_steps and warmup_learning_rate must be >= 0, warm-up ending before the "
+                             f"first boundary; got {warmup_steps} steps from {warmup_learning_rate}.")
+        self.boundaries, self.values = boundaries, values
+        self.warmup_learning_rate, self.warmup_steps = float(warmup_learning_rate), int(warmup_steps)
+        self._steps = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values) if boundaries else None
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rate = self._steps(step) if self._steps is not None else keras.ops.convert_to_tensor(self.values[0])
+        if not self.warmup_steps:
+            return rate
+        warm = self.warmup_learning_rate + (self.values[0] - self.warmup_learning_rate) * step / self.warmup_steps
+        return keras.ops.where(step < self.warmup_steps, warm, rate)
+
+    def get_config(self):
+        return {"boundaries": self.boundaries, "values": self.values,
+                "warmup_learning_rate": self.warmup_learning_rate, "warmup_steps": self.warmup_steps}

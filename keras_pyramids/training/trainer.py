@@ -189,7 +189,7 @@ def train(config, callbacks=(), evaluate=True):
 
     pipeline = make_detection_pipeline(
         train_data.examples, model.target_assigner(), model.image_size, config.batch_size,
-        training=True, augment=config.augment, seed=config.seed,
+        training=True, augment=config.augment, seed=config.seed, crop_box_rule=config.crop_box_rule,
     )
     # Repeat so that steps_per_epoch alone decides the epoch length.
     pipeline = pipeline.repeat()
