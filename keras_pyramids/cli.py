@@ -31,6 +31,7 @@ from keras_pyramids.anchor_coverage import anchor_coverage, plot_anchor_coverage
 from keras_pyramids.categories import find_categories
 from keras_pyramids.data import load_dataset
 from keras_pyramids.evaluation import describe_metrics, evaluate_detector
+from keras_pyramids.fidelity import fidelity_report, format_fidelity, undocumented_differences
 from keras_pyramids.predict import DEFAULT_SCORE_THRESHOLD, predict_files
 from keras_pyramids.registry import build_model, check_kind, list_models
 from keras_pyramids.report import format_report, model_report
@@ -271,13 +272,14 @@ def cmd_export(args):
     check_new_paths(export.output_paths(args.output, args.format))
     model = load_model(args.model_path)
     if args.format == "saved_model":
-        if args.quantize or args.nms != "auto":
-            raise CliError("--quantize and --nms apply to --format tflite only.")
+        if args.quantize or args.nms != "auto" or args.nms_score_threshold is not None:
+            raise CliError("--quantize, --nms and --nms-score-threshold apply to --format tflite only.")
         path = export.export_saved_model(model, args.output,
                                          categories=find_categories(args.model_path))
         print(f"SavedModel: {path} (signatures serving_default: uint8 images, serving_bytes: encoded images)")
     else:
-        path = export.export_tflite(model, args.output, quantize=args.quantize, nms=args.nms)
+        path = export.export_tflite(model, args.output, quantize=args.quantize, nms=args.nms,
+                                    nms_score_threshold=args.nms_score_threshold)
         with open(path + ".json") as f:
             in_file = json.load(f)["nms"] == "in_file"
         if in_file:
@@ -364,6 +366,13 @@ def cmd_report(args):
     for name in names:
         if name not in list_models():
             build_model(name)  # the registry's one-line error with suggestions
+    if args.fidelity:
+        if args.image_size:
+            raise CliError("--fidelity compares each model at its reference size; leave out --image-size.")
+        report = fidelity_report(args.models)
+        print(json.dumps(report, indent=1, default=str) if args.json else format_fidelity(report))
+        rows = [row for part in ("models", "recipes") for entry in report[part] for row in entry["rows"]]
+        return 1 if undocumented_differences(rows) else 0
     reports = []
     for name in names:
         report = model_report(name, image_size=args.image_size)
@@ -429,6 +438,9 @@ def build_parser():
                           help="TFLite only: in_file (TFLite_Detection_PostProcess, final detections from the "
                                "file), outside (NMS in run_tflite), auto (default: in the file unless the model's "
                                "post-processing is soft-NMS or per-level top-k)")
+    exporter.add_argument("--nms-score-threshold", type=float,
+                          help="TFLite NMS inside only: lowest score entering the NMS (default the model's; "
+                               "a higher one keeps the same detections above it and makes the NMS cheaper)")
     exporter.set_defaults(func=cmd_export)
 
     predict = commands.add_parser(
@@ -483,6 +495,10 @@ def build_parser():
     report.add_argument("--models", nargs="+", metavar="NAME", help="default: every model")
     report.add_argument("--image-size", type=_parse_image_size, help="default: each model's own")
     report.add_argument("--json", action="store_true", help="print JSON instead of text")
+    report.add_argument("--fidelity", action="store_true",
+                        help="compare each model with its paper's figures and each published experiment config, "
+                             "setting by setting, with the reference that produced the paper's number (exit "
+                             "status 1 if a setting differs without a documented reason)")
     report.set_defaults(func=cmd_report)
     return parser
 

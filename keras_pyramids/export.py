@@ -245,7 +245,7 @@ def tflite_nms_unsupported(model):
     return None
 
 
-def _postprocess_op_signature(model):
+def _postprocess_op_signature(model, score_threshold, regular_nms):
     """The ``experimental_implements`` attributes the converter turns into ``TFLite_Detection_PostProcess``."""
     post = model.postprocessor
     scale_y, scale_x, scale_h, scale_w = model.box_coder.scale_factors
@@ -253,8 +253,8 @@ def _postprocess_op_signature(model):
         ("max_detections", "i", post.max_detections),
         ("max_classes_per_detection", "i", 1),
         ("detections_per_class", "i", post.max_detections_per_class),
-        ("use_regular_nms", "b", "true"),
-        ("nms_score_threshold", "f", post.score_threshold),
+        ("use_regular_nms", "b", "true" if regular_nms else "false"),
+        ("nms_score_threshold", "f", score_threshold),
         ("nms_iou_threshold", "f", post.iou_threshold),
         ("y_scale", "f", scale_y),
         ("x_scale", "f", scale_x),
@@ -276,8 +276,11 @@ def _center_size_anchors(anchors):
     return np.concatenate([anchors[:, :2] + size / 2, size], axis=1).astype(np.float32)
 
 
-def detect_with_postprocess_op(model, images):
+def detect_with_postprocess_op(model, images, score_threshold=None, regular_nms=True):
     """``uint8 [1, H, W, 3]`` -> pixel detections, with ``TFLite_Detection_PostProcess`` doing decode + NMS.
+
+    ``score_threshold`` (default the post-processor's) and ``regular_nms``: see
+    :func:`export_tflite`.
 
     Only meaningful once converted to TFLite: in TensorFlow the op's stand-in
     returns zeros. After the op, boxes are clipped to the image and zero-area
@@ -294,7 +297,10 @@ def detect_with_postprocess_op(model, images):
 
     count = model.postprocessor.max_detections
 
-    @tf.function(experimental_implements=_postprocess_op_signature(model))
+    if score_threshold is None:
+        score_threshold = model.postprocessor.score_threshold
+
+    @tf.function(experimental_implements=_postprocess_op_signature(model, score_threshold, regular_nms))
     def postprocess_op(box_codes, class_scores, anchors):  # noqa: ARG001 - the op's inputs
         # Stand-ins of the op's outputs' shapes: the converter replaces the
         # whole function by the op.
@@ -341,7 +347,8 @@ def nms_in_pixels(settings, boxes, scores, original_sizes):
     }
 
 
-def export_tflite(model, path, quantize=None, overwrite=False, nms="auto"):
+def export_tflite(model, path, quantize=None, overwrite=False, nms="auto", nms_score_threshold=None,
+                  regular_nms=True):
     """Writes ``model`` as a TFLite flatbuffer and its settings (``<path>.json``).
 
     Args:
@@ -356,6 +363,18 @@ def export_tflite(model, path, quantize=None, overwrite=False, nms="auto"):
             :func:`run_tflite`) or ``"auto"``: in the file whenever the op can
             express the model's post-processing (:func:`tflite_nms_unsupported`),
             else outside. See the module docstring.
+        nms_score_threshold: NMS inside only: the lowest score that enters
+            the NMS; default the model's (e.g. PPN's 1e-8). Per-class greedy
+            NMS gives the same detections at and above any threshold whatever
+            lower boxes exist (a box never suppresses a higher-scoring one),
+            so a higher value only drops the low-scoring tail, and makes the
+            op's NMS much cheaper: with 1e-8 every (anchor, class) pair
+            enters it (e.g. 3000 x 90 for PPN on COCO).
+        regular_nms: NMS inside only: ``True`` (per-class NMS, as the model's
+            post-processor) or ``False``: the op's fast NMS (the OD API's
+            TFLite default): each anchor keeps its best class and one NMS runs
+            over all classes together, so a box can suppress a box of another
+            class: detections differ from the model's.
 
     Returns:
         ``path``.
@@ -384,7 +403,8 @@ def export_tflite(model, path, quantize=None, overwrite=False, nms="auto"):
         archive.track(model)
         if in_file:
             archive.add_endpoint(
-                SIGNATURE_IMAGES, lambda images: detect_with_postprocess_op(model, images),
+                SIGNATURE_IMAGES,
+                lambda images: detect_with_postprocess_op(model, images, nms_score_threshold, regular_nms),
                 input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="images")],
             )
         else:
@@ -405,6 +425,9 @@ def export_tflite(model, path, quantize=None, overwrite=False, nms="auto"):
         f.write(flatbuffer)
     with open(tflite_settings_path(path), mode) as f:
         json.dump({"nms": "in_file" if in_file else "outside",
+                   "in_file_nms": {"score_threshold": model.postprocessor.score_threshold
+                                   if nms_score_threshold is None else float(nms_score_threshold),
+                                   "regular_nms": bool(regular_nms)} if in_file else None,
                    "postprocessor": model.postprocessor.get_config(), "level_sizes": model.level_sizes,
                    "image_size": list(model.image_size), "num_classes": model.num_classes,
                    "quantize": quantize}, f, indent=1)

@@ -1,5 +1,7 @@
 """The model report: parameters, FLOPs, anchors and pyramid shapes next to the papers' figures."""
 
+import numpy as np
+
 from keras_pyramids.flops import count_flops
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.registry import build_model, factory_defaults
@@ -57,6 +59,8 @@ def model_report(name, image_size=None, **kwargs):
         "model": name,
         "image_size": list(size),
         "params": int(model.count_params()),
+        # What PyTorch's parameters() counts (batch-norm statistics are buffers there).
+        "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
         "flops": count_flops(model, size),
     }
     if hasattr(model, "anchors"):

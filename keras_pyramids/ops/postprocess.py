@@ -14,6 +14,8 @@ from keras import ops
 from keras_pyramids.ops.soft_nms import soft_nms
 
 NMS_METHODS = ("hard", "soft_linear", "soft_gaussian")
+# When the boxes are clipped to the image (see DetectionPostProcessor; tested in tests/test_postprocess.py).
+CLIPPING = "after NMS; zero-area boxes dropped"
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
