@@ -146,3 +146,28 @@ def test_ssd_random_crop_without_boxes():
         image, tf.zeros([0, 4]), tf.zeros([0], tf.int32), tf.constant([1, 2], tf.int64)
     )
     assert out_image.shape[2] == 3 and boxes.shape == (0, 4) and classes.shape == (0,)
+
+
+def test_crop_boxes_equal_the_od_api_rule_in_numpy():
+    """prune_completely_outside_window + prune_non_overlapping_boxes(ioa >= thresh) + clip, on random boxes."""
+    rng = np.random.default_rng(0)
+    centres, sides = rng.uniform(-0.1, 1.1, (200, 2)), rng.uniform(0.02, 0.3, (200, 2))
+    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=1).astype(np.float32)  # yxyx
+    for threshold in MIN_OVERLAPS:
+        y0, x0 = rng.uniform(0, 0.3, 2)
+        window = np.array([y0, x0, y0 + rng.uniform(0.4, 0.7), x0 + rng.uniform(0.4, 0.7)], np.float32)
+        outside = ((boxes[:, 0] >= window[2]) | (boxes[:, 1] >= window[3]) | (boxes[:, 2] <= window[0])
+                   | (boxes[:, 3] <= window[1]))
+        inter = (np.clip(np.minimum(boxes[:, 2], window[2]) - np.maximum(boxes[:, 0], window[0]), 0, None)
+                 * np.clip(np.minimum(boxes[:, 3], window[3]) - np.maximum(boxes[:, 1], window[1]), 0, None))
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = ~outside & (inter / area >= threshold)
+        size = np.tile(window[2:] - window[:2], 2)
+        expected = np.clip((boxes[keep] - np.tile(window[:2], 2)) / size, 0, 1)
+        out_boxes, out_classes = augment.crop_boxes(boxes, np.arange(200, dtype=np.int32), window, threshold)
+        np.testing.assert_array_equal(out_classes, np.nonzero(keep)[0])
+        np.testing.assert_allclose(out_boxes, expected, atol=1e-5)
+        assert 0 < keep.sum() < 200
+
+
+MIN_OVERLAPS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)

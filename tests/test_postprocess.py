@@ -99,3 +99,46 @@ def test_a_dropped_box_does_not_take_a_detection_slot():
     out = DetectionPostProcessor(max_detections=3, score_threshold=0.5)(boxes, scores)
     assert int(out["num_detections"][0]) == 3
     np.testing.assert_allclose(np.asarray(out["scores"][0]), [0.9, 0.8, 0.7], rtol=1e-6)
+
+
+def od_api_multiclass_nms(boxes, scores, score_threshold, iou_threshold, per_class, total):
+    """The OD API's multiclass_non_max_suppression with a [0, 0, 1, 1] clip window, in numpy.
+
+    Per class: greedy NMS (suppress IoU > threshold) of the boxes scoring above the threshold on
+    the unclipped boxes, at most ``per_class``; then all classes sorted by score, clipped to the
+    window, zero-area boxes dropped, the best ``total`` kept.
+    """
+    def iou(a, b):
+        inter = (max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    kept = []
+    for c in range(scores.shape[1]):
+        order = [i for i in np.argsort(-scores[:, c], kind="stable") if scores[i, c] > score_threshold]
+        selected = []
+        for i in order:
+            if len(selected) == per_class:
+                break
+            if all(iou(boxes[i], boxes[j]) <= iou_threshold for j in selected):
+                selected.append(i)
+        kept += [(scores[i, c], c, np.clip(boxes[i], 0, 1)) for i in selected]
+    kept.sort(key=lambda k: -k[0])
+    kept = [k for k in kept if (k[2][2] - k[2][0]) * (k[2][3] - k[2][1]) > 0]
+    return kept[:total]
+
+
+def test_hard_nms_equals_the_od_api_multiclass_nms_in_numpy():
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(-0.1, 1.1, (60, 2))
+    sizes = rng.uniform(0.05, 0.4, (60, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, (60, 3)).astype(np.float32)
+    layer = DetectionPostProcessor(score_threshold=0.3, iou_threshold=0.5, max_detections=25,
+                                   max_detections_per_class=10)
+    out = {k: np.asarray(v)[0] for k, v in layer(boxes[None], scores[None]).items()}
+    expected = od_api_multiclass_nms(boxes, scores, 0.3, 0.5, per_class=10, total=25)
+    assert out["num_detections"] == len(expected) == 25
+    np.testing.assert_allclose(out["scores"], [k[0] for k in expected], rtol=1e-6)
+    np.testing.assert_array_equal(out["classes"], [k[1] for k in expected])
+    np.testing.assert_allclose(out["boxes"], np.stack([k[2] for k in expected]), atol=1e-6)
