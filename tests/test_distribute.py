@@ -73,9 +73,13 @@ mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
 mirrored_loss, mirrored_initial, mirrored_weights = run(mirrored)
 same_init = all(np.array_equal(a, b) for a, b in zip(default_initial, mirrored_initial))
-# Largest weight difference relative to how far training moved that variable.
-worst = max(float(np.max(np.abs(d - m)) / max(np.max(np.abs(d - i)), 1e-12))
-            for i, d, m in zip(default_initial, default_weights, mirrored_weights))
+# The difference of the two updates relative to the update, over all weights together: the
+# predictor's N(0, 0.01) start makes some single variables' updates tiny sums of cancelling
+# terms (the small levels' batch norms: ~1e-5), where float summation order alone moves them
+# by tens of percent, so a per-variable ratio measures conditioning, not the strategy.
+update = np.concatenate([(d - i).ravel() for i, d in zip(default_initial, default_weights)])
+gap = np.concatenate([(d - m).ravel() for d, m in zip(default_weights, mirrored_weights)])
+worst = float(np.linalg.norm(gap) / np.linalg.norm(update))
 print(json.dumps({"default_loss": default_loss, "mirrored_loss": mirrored_loss, "worst_rel": worst,
                   "replicas": mirrored.num_replicas_in_sync, "same_init": same_init}))
 '''
