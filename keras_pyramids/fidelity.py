@@ -34,6 +34,7 @@ from keras_pyramids.data.tfds_datasets import COCO_CLASS_NAMES
 from keras_pyramids.ops.postprocess import CLIPPING
 from keras_pyramids.registry import build_model, list_models
 from keras_pyramids.report import PAPER_FIGURES, model_report
+from keras_pyramids.training.config import TrainConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS_DIR = os.path.join(REPO_ROOT, "experiments")
@@ -86,8 +87,6 @@ def dataset_num_classes(name):
 def load_run(path):
     """Loads an experiment JSON and builds its model as :func:`keras_pyramids.training.trainer.train` would
     (the dataset's class count; ImageNet weights are not downloaded: they do not change the architecture)."""
-    from keras_pyramids.training.trainer import TrainConfig
-
     with open(path) as f:
         config = TrainConfig.from_dict(json.load(f))
     kwargs = {k: v for k, v in config.model_kwargs.items() if k != "backbone_weights"}
