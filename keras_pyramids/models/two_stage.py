@@ -7,12 +7,20 @@ classes and refines them per class (Fast R-CNN, Girshick 2015). With FPN (Lin
 et al. 2017, sections 4.1-4.2) the RPN runs on P2-P6 and each RoI is cropped
 from the level its size picks.
 
-``image -> backbone -> neck -> RPN head -> proposals -> RoIAlign -> box head``.
+``image -> backbone -> neck -> RPN head -> proposals -> RoI pooler -> box head``.
 The network parts with weights are two functional sub-models: the first stage
-(images -> neck maps and RPN outputs) and the second stage (RoI crops -> box
-head outputs); the box maths between them (proposals, RoI sampling, label
-encoding) are the objects of :mod:`keras_pyramids.ops`, handed to the model and
-stored in its config.
+(images -> neck maps and RPN outputs) and the second stage (neck maps and RoIs
+-> RoI features -> box head outputs); the box maths between them (proposals,
+RoI sampling, label encoding) are the objects of :mod:`keras_pyramids.ops`,
+handed to the model and stored in its config.
+
+The RoI feature extractor is pluggable (the factory chooses it): any layer
+``pooler(maps, rois) -> [B, R, ...]`` with an int attribute ``num_maps``, the
+number of neck maps it reads (finest first; called with the map itself when
+``num_maps == 1``, else with the list), taking normalised ``[B, R, 4]``
+``[ymin, xmin, ymax, xmax]`` RoIs. Faster R-CNN uses
+:class:`~keras_pyramids.ops.roi_align.RoIAlign` crops; SPP-net's detector
+(He et al. 2014, section 4) pools a spatial pyramid over each RoI.
 
 Training: ground truth enters the train step padded to ``max_boxes`` per image
 (``model.target_assigner()`` in ``tf.data``, static shapes; images with no box
@@ -56,7 +64,7 @@ def _split_levels(tensor, sizes):
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
 class TwoStageDetector(Detector, keras.Model):
-    """A two-stage detector: backbone, neck, RPN, RoIAlign, box head and the box maths between them.
+    """A two-stage detector: backbone, neck, RPN, RoI pooler, box head and the box maths between them.
 
     Args:
         backbone: ``keras.Model`` images -> dict of maps keyed by level.
@@ -64,12 +72,13 @@ class TwoStageDetector(Detector, keras.Model):
             :class:`~keras_pyramids.pyramids.select.SelectLevels` for C4); the
             RPN runs on all of them.
         rpn_head: :class:`~keras_pyramids.heads.rpn.RPNHead`.
-        roi_align: :class:`~keras_pyramids.ops.roi_align.RoIAlign` over the
-            first ``len(roi_align.strides)`` neck maps (FPN: P2-P5).
+        roi_pooler: the RoI feature extractor (module docstring), e.g.
+            :class:`~keras_pyramids.ops.roi_align.RoIAlign` over the first
+            ``roi_pooler.num_maps`` neck maps (FPN: P2-P5; C4: C4).
         box_head: :class:`~keras_pyramids.heads.fast_rcnn.FastRCNNBoxHead`.
         num_classes: foreground classes ``C``.
         anchor_generator: the RPN's anchors (e.g. one size per FPN level).
-        box_features: optional layer between the crops and the box head (C4:
+        box_features: optional layer between the pooled RoI features and the box head (C4:
             :class:`~keras_pyramids.heads.fast_rcnn.RoIStageHead`, ResNet's
             stage 5 and average pooling).
         rpn_label_encoder, proposal_generator, roi_sampler: the ops objects
@@ -87,7 +96,7 @@ class TwoStageDetector(Detector, keras.Model):
         backbone,
         neck,
         rpn_head,
-        roi_align,
+        roi_pooler,
         box_head,
         num_classes,
         anchor_generator,
@@ -107,7 +116,7 @@ class TwoStageDetector(Detector, keras.Model):
                 f"A detector needs a fixed image size with 3 channels; the backbone takes {input_shape}."
             )
         self.backbone, self.neck, self.rpn_head = backbone, neck, rpn_head
-        self.roi_align, self.box_head, self.box_features = roi_align, box_head, box_features
+        self.roi_pooler, self.box_head, self.box_features = roi_pooler, box_head, box_features
         self.num_classes = int(num_classes)
         self.image_size = tuple(int(d) for d in input_shape[:2])
         self.anchor_generator = anchor_generator
@@ -138,12 +147,18 @@ class TwoStageDetector(Detector, keras.Model):
             raise ValueError(
                 f"The RPN head predicts {predicted} boxes but the maps have {sum(self.anchor_level_sizes)} anchors."
             )
-        self.num_roi_maps = len(roi_align.strides)
+        self.num_roi_maps = getattr(roi_pooler, "num_maps", None)
+        if isinstance(self.num_roi_maps, bool) or not isinstance(self.num_roi_maps, int) or not (
+                1 <= self.num_roi_maps <= len(maps)):
+            raise ValueError(
+                f"The RoI pooler {type(roi_pooler).__name__} must say how many neck maps it reads "
+                f"(an int attribute num_maps from 1 to {len(maps)}); got {self.num_roi_maps!r}."
+            )
         roi_maps = [keras.Input(shape=tuple(m.shape[1:]), name=f"roi_map_{i}") for i, m in
                     enumerate(maps[:self.num_roi_maps])]
         rois = keras.Input(shape=(None, 4), name="rois")
-        crops = roi_align(roi_maps if self.num_roi_maps > 1 else roi_maps[0], rois)
-        features = box_features(crops) if box_features is not None else crops
+        pooled = roi_pooler(roi_maps if self.num_roi_maps > 1 else roi_maps[0], rois)
+        features = box_features(pooled) if box_features is not None else pooled
         self.second_stage = keras.Model([*roi_maps, rois], box_head(features), name="second_stage")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
         # Every weight exists now (both stages are built functional models).
@@ -249,7 +264,7 @@ class TwoStageDetector(Detector, keras.Model):
             {name: tracker.result() for name, tracker in self.trackers.items()}, self._distribute_strategy)
 
     def get_config(self):
-        parts = ("backbone", "neck", "rpn_head", "roi_align", "box_head", "box_features", "anchor_generator",
+        parts = ("backbone", "neck", "rpn_head", "roi_pooler", "box_head", "box_features", "anchor_generator",
                  "rpn_label_encoder", "proposal_generator", "roi_sampler", "postprocessor")
         config = {key: keras.saving.serialize_keras_object(getattr(self, key)) for key in parts}
         config.update(name=self.name, trainable=self.trainable, num_classes=self.num_classes,
@@ -259,6 +274,8 @@ class TwoStageDetector(Detector, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if "roi_align" in config:  # saved before the pooler became pluggable
+            config["roi_pooler"] = config.pop("roi_align")
         for key, value in list(config.items()):
             if isinstance(value, dict) and "class_name" in value:
                 config[key] = _deserialize(value)

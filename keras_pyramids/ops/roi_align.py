@@ -291,6 +291,11 @@ class RoIAlign(keras.layers.Layer):
         self.canonical_box_size = float(canonical_box_size)
         self.canonical_level = int(canonical_level)
 
+    @property
+    def num_maps(self):
+        """Feature maps read (the two-stage detector's RoI pooler protocol)."""
+        return len(self.strides)
+
     def call(self, features, boxes):
         if self.multi_level != isinstance(features, (list, tuple)):
             raise ValueError(
