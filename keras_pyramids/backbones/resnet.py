@@ -492,6 +492,7 @@ def resnet(
     width=1.0,
     weights=None,
     name=None,
+    after_stage=None,
 ):
     """Builds ResNet-50/101 returning ``{key: [B, h, w, c]}`` for the ``outputs`` keys.
 
@@ -535,6 +536,12 @@ def resnet(
             them, only when asked; extra stages stay random) or a
             ``.weights.h5`` path of this same network.
         name: model name, default ``"resnet{depth}"``.
+        after_stage: ``None``, or ``after_stage(stage, inputs, x) -> x`` called
+            on each built stage's output while the functional graph is made
+            (``stage`` 1 is ``conv2_x``, ``inputs`` the preprocessed images);
+            what it returns replaces the stage's output in the stream and in
+            the outputs. IPG-Net's fusion modules enter this way
+            (:mod:`keras_pyramids.backbones.ipg_net`).
 
     Returns:
         A functional ``keras.Model`` mapping ``[B, H, W, 3]`` to a dict.
@@ -591,7 +598,7 @@ def resnet(
     ] + [(_scaled(s["filters"], width), s["blocks"], s["stride"], s["dilation"]) for s in extras]
 
     images = keras.Input(shape=input_shape, name="images")
-    x = CaffePreprocess(name="caffe_preprocess")(images)
+    x = preprocessed = CaffePreprocess(name="caffe_preprocess")(images)
     stem = ResNetStem(filters=_scaled(64, width), name="conv1", **norm)
     x = stem(x)
     built = [stem]
@@ -610,6 +617,8 @@ def resnet(
             **norm,
         )
         x = stage(x)
+        if after_stage is not None:
+            x = after_stage(index + 1, preprocessed, x)
         built.append(stage)
         features[keys[index]] = x
     for layer in built[:freeze_at]:
@@ -618,7 +627,7 @@ def resnet(
     if weights == "imagenet":
         application = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
         report = load_keras_applications_weights(model, application(include_top=False, weights="imagenet"))
-        standard = [k for k in report.missing if int(re.match(r"conv(\d+)", k).group(1)) <= 5]
+        standard = [k for k in report.missing if (m := re.match(r"conv(\d+)_", k)) and int(m.group(1)) <= 5]
         if standard:
             warnings.warn(
                 f"ImageNet weights did not cover {len(standard)} weights: {standard[:5]}"
