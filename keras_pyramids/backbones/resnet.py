@@ -91,8 +91,11 @@ def register_conv3x3(name):
 
     Use as a decorator. The returned layer maps ``[B, H, W, C]`` to
     ``[B, ceil(H / strides), ceil(W / strides), filters]`` (SAME padding) and
-    must carry the ``name`` it is given (so weights copy by name). Blocks
-    store only the name in their config, so a model built with a registered
+    must carry the ``name`` it is given (so weights copy by name). A spec
+    ``{"name": name, **options}`` passes ``options`` as keyword arguments too
+    (the same options reach every block of a stage; a factory may pick its
+    layer's own by ``name``). Blocks store only the spec in their config, so a
+    model built with a registered
     factory saves as ``.keras`` and loads wherever the registering module has
     been imported.
     """
@@ -116,13 +119,20 @@ def conv3x3_names():
     return sorted(_CONV3X3_FACTORIES)
 
 
-def _conv3x3_factory(name):
-    if name not in _CONV3X3_FACTORIES:
+def _conv3x3_factory(spec):
+    """``(factory, options)`` of a conv3x3 spec: a registered name, or ``{"name": name, **options}``
+    whose options go to the factory as keyword arguments (e.g. POD's per-layer dilations)."""
+    options = {}
+    if isinstance(spec, dict):
+        options = {k: v for k, v in spec.items() if k != "name"}
+        spec = spec.get("name")
+    if not isinstance(spec, str) or spec not in _CONV3X3_FACTORIES:
         raise ValueError(
-            f"Unknown conv3x3 {name!r}; registered: {conv3x3_names()} (a custom one must be registered with "
-            "keras_pyramids.backbones.resnet.register_conv3x3 before the model is built or loaded)."
+            f"Unknown conv3x3 {spec!r}; registered: {conv3x3_names()} (a custom one must be registered with "
+            "keras_pyramids.backbones.resnet.register_conv3x3 before the model is built or loaded; a spec with "
+            "options is a dict {'name': <registered name>, <option>: <value>, ...})."
         )
-    return _CONV3X3_FACTORIES[name]
+    return _CONV3X3_FACTORIES[spec], options
 
 
 @register_conv3x3("conv")
@@ -287,7 +297,7 @@ class BottleneckBlock(_ResNetLayer):
         self.projection = bool(projection)
         self.stride_in_1x1 = bool(stride_in_1x1)
         self.conv3x3 = conv3x3
-        factory = _conv3x3_factory(conv3x3)
+        factory, options = _conv3x3_factory(conv3x3)
         stride_1x1, stride_3x3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         if stride_3x3 > 1 and self.dilation_rate > 1:
             raise ValueError(
@@ -297,7 +307,7 @@ class BottleneckBlock(_ResNetLayer):
         prefix = self.name
         self.conv1 = layers.Conv2D(self.filters, 1, strides=stride_1x1, use_bias=False, name=f"{prefix}_1_conv")
         self.bn1 = self._norm(f"{prefix}_1_bn")
-        self.conv2 = factory(self.filters, 3, stride_3x3, self.dilation_rate, f"{prefix}_2_conv")
+        self.conv2 = factory(self.filters, 3, stride_3x3, self.dilation_rate, f"{prefix}_2_conv", **options)
         if not isinstance(self.conv2, keras.layers.Layer) or self.conv2.name != f"{prefix}_2_conv":
             raise ValueError(
                 f"conv3x3 factory {conv3x3!r} must return a keras layer named {prefix}_2_conv; got {self.conv2!r}."
@@ -518,7 +528,8 @@ def resnet(
             their stride like the others.
         conv3x3: name of the 3x3 convolution factory (:func:`register_conv3x3`)
             for every stage, or a tuple with one name per stage (``conv2`` ..
-            the last extra stage).
+            the last extra stage). A name may also be a dict ``{"name": name,
+            **options}``: the options go to the factory as keyword arguments.
         stride_in_1x1: ``True`` puts a stage's stride in the first 1x1 (Caffe /
             ``keras.applications`` / detectron2, what the ImageNet weights
             expect), ``False`` in the 3x3 (torchvision v1.5).
@@ -555,7 +566,7 @@ def resnet(
     dilations = _per_stage(dilations, 4, "dilations", _check_positive_int)
     extras = _extra_stage_specs(extra_stages)
     num_stages = 4 + len(extras)
-    if isinstance(conv3x3, str):
+    if isinstance(conv3x3, (str, dict)):
         conv3x3 = (conv3x3,) * num_stages
     conv3x3 = _per_stage(conv3x3, num_stages, "conv3x3", lambda v, what: v)
     for conv_name in conv3x3:

@@ -28,6 +28,7 @@ from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.ops.proposals import ProposalGenerator
 from keras_pyramids.ops.roi_align import RoIAlign
 from keras_pyramids.ops.roi_sampler import RoISampler
+from keras_pyramids.pod.networks import pod_suffix, resnet_conv3x3
 from keras_pyramids.pyramids.fpn import FeaturePyramidNetwork
 from keras_pyramids.pyramids.select import SelectLevels
 from keras_pyramids.registry import register_model
@@ -51,6 +52,7 @@ def build_faster_rcnn(
     rois_per_image=512,
     max_boxes=100,
     postprocess=None,
+    pod=None,
     name=None,
 ):
     """The one builder behind the Faster R-CNN factories.
@@ -70,21 +72,27 @@ def build_faster_rcnn(
         rois_per_image: RoIs sampled per image for the box head (512).
         max_boxes: ground-truth boxes per image in training.
         postprocess: settings of the final NMS over :data:`POSTPROCESS`.
+        pod: POD's networks (:mod:`keras_pyramids.pod`): ``None``, ``"gsl"``
+            (global scale learners in conv3..conv5; with C4, conv5 is the box
+            head's) or ``{"scales": {layer: [d_h, d_w]}}`` (the fast-deployment
+            network); ``_gsl`` / ``_fd`` is appended to the name.
         name: model name.
     """
     if depth not in (50, 101):
         raise ValueError(f"Faster R-CNN is built on ResNet-50 or ResNet-101; got depth {depth!r}.")
     if head not in ("c4", "fpn"):
         raise ValueError(f"head must be 'c4' or 'fpn'; got {head!r}.")
-    name = name or f"faster_rcnn_resnet{depth}_{head}"
+    name = (name or f"faster_rcnn_resnet{depth}_{head}") + pod_suffix(pod)
+    conv3x3 = resnet_conv3x3(pod, depth)
     stride = 32 if head == "fpn" else 16
     height, width = check_image_size(image_size, stride, name, multiple_of=stride)
-    backbone_kwargs = dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at)
+    backbone_kwargs = dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at, conv3x3=conv3x3)
     sampler = RoISampler(num_classes, num_samples=rois_per_image)
     postprocessor = DetectionPostProcessor(name="postprocessor", **dict(POSTPROCESS, **(postprocess or {})))
     if head == "c4":
         backbone = resnet(depth, (height, width, 3), outputs=("C4",), **backbone_kwargs)
-        res5 = ResNetStage(max(int(round(STAGE_FILTERS[3] * backbone_width)), 8), 3, strides=2, name="conv5")
+        res5 = ResNetStage(max(int(round(STAGE_FILTERS[3] * backbone_width)), 8), 3, strides=2, conv3x3=conv3x3[3],
+                           name="conv5")
         return TwoStageDetector(
             backbone,
             SelectLevels(("C4",), name="neck"),

@@ -27,6 +27,7 @@ from keras_pyramids.models.compose import build_single_shot_detector
 from keras_pyramids.ops.label_encoder import AnchorLabelEncoder
 from keras_pyramids.ops.losses import LossConfig
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
+from keras_pyramids.pod.networks import pod_suffix, resnet_conv3x3
 from keras_pyramids.registry import register_model
 
 RETINANET_LABEL_ENCODER = dict(
@@ -67,6 +68,7 @@ def build_retinanet(
     label_encoder=None,
     loss_config=None,
     postprocess=None,
+    pod=None,
     name=None,
 ):
     """The one builder behind the RetinaNet factories.
@@ -95,11 +97,15 @@ def build_retinanet(
         loss_config: :class:`~keras_pyramids.ops.losses.LossConfig`, or a dict
             over :data:`RETINANET_LOSS`.
         postprocess: a dict over :data:`RETINANET_POSTPROCESS`.
-        name: model name (default ``retinanet_resnet{depth}_fpn``).
+        pod: POD's networks (:mod:`keras_pyramids.pod`): ``None``, ``"gsl"``
+            (global scale learners in conv3..conv5) or ``{"scales": {layer:
+            [d_h, d_w]}}`` (the fast-deployment network at those scales).
+        name: model name (default ``retinanet_resnet{depth}_fpn``; ``_gsl`` /
+            ``_fd`` appended for ``pod``).
     """
     if depth not in (50, 101):
         raise ValueError(f"RetinaNet is built on ResNet-50 or ResNet-101; got depth {depth!r}.")
-    name = name or f"retinanet_resnet{depth}_fpn"
+    name = (name or f"retinanet_resnet{depth}_fpn") + pod_suffix(pod)
     return build_single_shot_detector(
         f"resnet{depth}",
         "fpn",
@@ -107,7 +113,7 @@ def build_retinanet(
         num_classes=num_classes,
         image_size=image_size,
         backbone_kwargs=dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at,
-                             frozen_batch_norm=frozen_batch_norm),
+                             frozen_batch_norm=frozen_batch_norm, conv3x3=resnet_conv3x3(pod, depth)),
         neck_kwargs=dict(depth=fpn_depth, extra_levels=extra_levels),
         head_kwargs=dict(depth=head_depth, num_convs=num_head_convs, norm=head_norm),
         anchor_config=anchor_config,
