@@ -129,8 +129,10 @@ def _replace_gsl_stages(node, scales, used):
 
 
 def gsl_layers(model):
-    """The model's :class:`GlobalScaleConv2D` layers, in order."""
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, GlobalScaleConv2D)]
+    """The model's :class:`GlobalScaleConv2D` layers, in the order of the model's weights (network order)."""
+    layers = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, GlobalScaleConv2D)]
+    order = {id(variable): i for i, variable in enumerate(model.weights)}
+    return sorted(layers, key=lambda layer: order.get(id(layer.weights[0]), -1) if layer.weights else -1)
 
 
 def fast_deployment_model(gsl_model, scales, name=None):
