@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_pyramids.backbones.ipg_net import IPGFusionModule, IPGTransformationModule, ipg_net
 from keras_pyramids.flops import count_flops
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.registry import build_model, factory_defaults
@@ -67,9 +68,40 @@ def model_report(name, image_size=None, **kwargs):
         report["anchors"] = int(len(model.anchors))
     if hasattr(model, "feature_shapes"):
         report["pyramid"] = [list(s) for s in model.feature_shapes]
+    guidance = guidance_report(model, size)
+    if guidance:
+        report["ipg"] = guidance
     if name in PAPER_FIGURES:
         report["paper"] = PAPER_FIGURES[name]
     return report
+
+
+def guidance_report(model, image_size):
+    """For a detector on IPG-Net: its backbone next to the plain-ResNet twin at the same input.
+
+    The twin is the same :func:`~keras_pyramids.backbones.ipg_net.ipg_net` call
+    with ``fusion_stages=()`` (same stages, extra stages and output keys, no
+    image pyramid guidance). Returns ``None`` for other models, else a dict of
+    ``params`` / ``flops`` of ``backbone`` and ``twin``, and the parameters of
+    the ``transformation`` and ``fusion`` modules.
+    """
+    backbone = getattr(model, "backbone", None)
+    settings = getattr(backbone, "ipg_settings", None)
+    if not settings:
+        return None
+    twin = ipg_net(**dict(settings, fusion_stages=()))
+
+    def module_params(cls):
+        return int(sum(layer.count_params() for layer in backbone.layers if isinstance(layer, cls)))
+
+    return {
+        "fusion": settings["fusion"], "fusion_stages": list(settings["fusion_stages"]),
+        "num_stages": settings["num_stages"], "keep": settings["keep"],
+        "backbone": {"params": int(backbone.count_params()), "flops": count_flops(backbone, image_size)},
+        "twin": {"params": int(twin.count_params()), "flops": count_flops(twin, image_size)},
+        "transformation_params": module_params(IPGTransformationModule),
+        "fusion_params": module_params(IPGFusionModule),
+    }
 
 
 def format_report(report):
@@ -86,7 +118,26 @@ def format_report(report):
     if "anchors" in report:
         lines.append(f"  anchors {report['anchors']}   pyramid "
                      + " ".join(f"{h}x{w}" for h, w in report.get("pyramid", [])))
+    if "ipg" in report:
+        lines.extend(_format_guidance(report["ipg"]))
     if paper:
         speed = f", {paper['gpu_ms']} ms on a TITAN X GPU" if "gpu_ms" in paper else ""
         lines.append(f"  paper: COCO mAP {paper['mAP']}{speed} ({paper['source']})")
     return "\n".join(lines)
+
+
+def _format_guidance(ipg):
+    ours, twin = ipg["backbone"], ipg["twin"]
+    added_params, added_flops = ours["params"] - twin["params"], ours["flops"] - twin["flops"]
+    stages = ", ".join(map(str, ipg["fusion_stages"])) or "none"
+    keep = " (keep)" if ipg["keep"] else ""
+    return [
+        f"  IPG-Net backbone ({ipg['num_stages']}{keep} stages, {ipg['fusion']} fusion at stage(s) {stages}): "
+        f"params {ours['params'] / 1e6:.2f}M, FLOPs {ours['flops'] / 1e9:.2f}B",
+        f"  plain ResNet twin (same stages, no guidance): params {twin['params'] / 1e6:.2f}M, "
+        f"FLOPs {twin['flops'] / 1e9:.2f}B",
+        f"  transformation + fusion modules add {added_params / 1e6:.2f}M params "
+        f"({added_params / twin['params']:+.1%}; transformation {ipg['transformation_params'] / 1e6:.2f}M, "
+        f"fusion {ipg['fusion_params'] / 1e6:.2f}M) and {added_flops / 1e9:.2f}B FLOPs "
+        f"({added_flops / twin['flops']:+.1%})",
+    ]

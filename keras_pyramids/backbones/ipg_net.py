@@ -101,7 +101,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_pyramids.backbones.resnet import IPG_EXTRA_STAGE, _check_positive_int, _ResNetLayer, _scaled, resnet
+from keras_pyramids.backbones import level_keys
+from keras_pyramids.backbones.resnet import (IPG_EXTRA_STAGE, STEM_STRIDE, _check_positive_int, _ResNetLayer,
+                                             _scaled, resnet)
 
 FUSIONS = ("sum", "product", "concat")
 CHANNEL_TRANSFORMS = ("linear", "none")
@@ -376,6 +378,15 @@ def ipg_extra_stages(num_stages, keep=False):
     return [dict(spec) for _ in range(int(num_stages) - 4)]
 
 
+def ipg_stage_keys(num_stages=4, keep=False):
+    """Keys of the stage outputs of a ``num_stages``-stage IPG-Net, stage 1 first
+    (``("C2", ..., "C6")`` for 5 stages; ``(..., "C5", "C5b", "C5c", "C5d")`` for 7 (keep))."""
+    strides = [STEM_STRIDE]
+    for stride in (1, 2, 2, 2) + tuple(spec["stride"] for spec in ipg_extra_stages(num_stages, keep)):
+        strides.append(strides[-1] * stride)
+    return level_keys(strides[1:])
+
+
 def ipg_net(
     depth=50,
     input_shape=(224, 224, 3),
@@ -419,7 +430,9 @@ def ipg_net(
             the fused map equals the stage's own, see the module docstring).
         name: model name, default ``ipg_resnet{depth}``.
         **resnet_kwargs: ``stride_in_1x1``, ``freeze_at``, ``frozen_batch_norm``,
-            ``batch_norm_epsilon``, ``batch_norm_momentum`` of :func:`resnet`.
+            ``batch_norm_epsilon``, ``batch_norm_momentum``, ``conv3x3`` of
+            :func:`resnet` (``conv3x3`` may name the four ResNet stages only;
+            extra stages then use the plain convolution).
 
     Returns:
         A functional ``keras.Model`` mapping ``[B, H, W, 3]`` to a dict.
@@ -430,6 +443,10 @@ def ipg_net(
         raise ValueError(f"Unknown IPG fusion {fusion!r}; known: {', '.join(FUSIONS)} (section 3.5).")
     if channel_transform not in CHANNEL_TRANSFORMS:
         raise ValueError(f"Unknown channel_transform {channel_transform!r}; known: {', '.join(CHANNEL_TRANSFORMS)}.")
+    conv3x3 = resnet_kwargs.get("conv3x3")
+    if isinstance(conv3x3, (tuple, list)) and len(conv3x3) == 4 and extras:
+        # One 3x3 per ResNet stage (as POD's option gives): the extra stages get the plain one.
+        resnet_kwargs["conv3x3"] = tuple(conv3x3) + ("conv",) * len(extras)
     for key in ("strides", "dilations", "extra_stages"):
         if key in resnet_kwargs:
             raise ValueError(f"ipg_net sets {key} itself (num_stages and keep choose the stages); got {key}=.")

@@ -24,6 +24,7 @@ import inspect
 from typing import Callable
 
 from keras_pyramids.backbones import level_stride
+from keras_pyramids.backbones.ipg_net import ipg_resnet50, ipg_resnet101
 from keras_pyramids.backbones.mobilenet_v1 import mobilenet_v1
 from keras_pyramids.backbones.resnet import resnet50, resnet101
 from keras_pyramids.backbones.vgg import vgg16_reduced
@@ -116,6 +117,8 @@ def _retinanet_head(num_classes, anchors_per_location, **kwargs):
 
 
 BACKBONES = {
+    "ipg_resnet50": ipg_resnet50,
+    "ipg_resnet101": ipg_resnet101,
     "mobilenet_v1": mobilenet_v1,
     "resnet50": resnet50,
     "resnet101": resnet101,

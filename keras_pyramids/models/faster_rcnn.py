@@ -18,9 +18,11 @@ Both: RPN IoU 0.7 / 0.3, 256 anchors per image at most half positive, NMS 0.7;
 inference per-class NMS 0.5, score 0.05, 100 detections.
 """
 
-from keras_pyramids.backbones.resnet import STAGE_FILTERS, ResNetStage, resnet
+from keras_pyramids.backbones import level_of_key, level_stride
+from keras_pyramids.backbones.resnet import STAGE_FILTERS, ResNetStage
 from keras_pyramids.heads.fast_rcnn import FastRCNNBoxHead, RoIStageHead
 from keras_pyramids.heads.rpn import RPNHead
+from keras_pyramids.models.compose import BACKBONES
 from keras_pyramids.models.detector import check_image_size
 from keras_pyramids.models.two_stage import TwoStageDetector
 from keras_pyramids.ops.anchors import FPNAnchorGenerator
@@ -54,6 +56,9 @@ def build_faster_rcnn(
     postprocess=None,
     pod=None,
     name=None,
+    backbone=None,
+    backbone_options=None,
+    levels=("C2", "C3", "C4", "C5"),
 ):
     """The one builder behind the Faster R-CNN factories.
 
@@ -77,6 +82,12 @@ def build_faster_rcnn(
             head's) or ``{"scales": {layer: [d_h, d_w]}}`` (the fast-deployment
             network); ``_gsl`` / ``_fd`` is appended to the name.
         name: model name.
+        backbone: a backbone name of the composer (default ``resnet{depth}``;
+            IPG-Net's detectors use ``ipg_resnet{depth}``).
+        backbone_options: further settings of that backbone.
+        levels: FPN only: backbone maps the FPN reads, consecutive from ``C2``
+            (RoIs pool from the first four); the RPN runs on every level up to
+            P6 (subsampled from the top map when it is below stride 64).
     """
     if depth not in (50, 101):
         raise ValueError(f"Faster R-CNN is built on ResNet-50 or ResNet-101; got depth {depth!r}.")
@@ -84,13 +95,16 @@ def build_faster_rcnn(
         raise ValueError(f"head must be 'c4' or 'fpn'; got {head!r}.")
     name = (name or f"faster_rcnn_resnet{depth}_{head}") + pod_suffix(pod)
     conv3x3 = resnet_conv3x3(pod, depth)
-    stride = 32 if head == "fpn" else 16
+    levels = tuple(levels)
+    stride = level_stride(levels[-1]) if head == "fpn" else 16
     height, width = check_image_size(image_size, stride, name, multiple_of=stride)
-    backbone_kwargs = dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at, conv3x3=conv3x3)
+    backbone_kwargs = dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at, conv3x3=conv3x3,
+                           **(backbone_options or {}))
+    make_backbone = BACKBONES[backbone or f"resnet{depth}"]
     sampler = RoISampler(num_classes, num_samples=rois_per_image)
     postprocessor = DetectionPostProcessor(name="postprocessor", **dict(POSTPROCESS, **(postprocess or {})))
     if head == "c4":
-        backbone = resnet(depth, (height, width, 3), outputs=("C4",), **backbone_kwargs)
+        backbone = make_backbone((height, width, 3), outputs=("C4",), **backbone_kwargs)
         res5 = ResNetStage(max(int(round(STAGE_FILTERS[3] * backbone_width)), 8), 3, strides=2, conv3x3=conv3x3[3],
                            name="conv5")
         return TwoStageDetector(
@@ -110,16 +124,18 @@ def build_faster_rcnn(
             max_boxes=max_boxes,
             name=name,
         )
-    backbone = resnet(depth, (height, width, 3), outputs=("C2", "C3", "C4", "C5"), **backbone_kwargs)
+    backbone = make_backbone((height, width, 3), outputs=levels, **backbone_kwargs)
+    top = level_of_key(levels[-1])
+    max_level = max(6, top)
     return TwoStageDetector(
         backbone,
-        FeaturePyramidNetwork(("C2", "C3", "C4", "C5"), depth=fpn_depth, max_level=6, extra_levels="max_pool",
-                              name="fpn"),
+        FeaturePyramidNetwork(levels, depth=fpn_depth, max_level=max_level,
+                              extra_levels="max_pool" if top < max_level else None, name="fpn"),
         RPNHead(num_anchors=3, depth=fpn_depth, name="rpn_head"),
         RoIAlign((4, 8, 16, 32), (height, width), output_size=7, name="roi_align"),
         FastRCNNBoxHead(num_classes, fc_dims=(fc_dim, fc_dim), name="box_head"),
         num_classes,
-        FPNAnchorGenerator(min_level=2, max_level=6, num_scales=1, anchor_size=8.0),
+        FPNAnchorGenerator(min_level=level_of_key(levels[0]), max_level=max_level, num_scales=1, anchor_size=8.0),
         proposal_generator=ProposalGenerator(name="proposal_generator", **dict(FPN_PROPOSALS, **(proposals or {}))),
         roi_sampler=sampler,
         postprocessor=postprocessor,

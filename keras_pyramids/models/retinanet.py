@@ -70,6 +70,10 @@ def build_retinanet(
     postprocess=None,
     pod=None,
     name=None,
+    backbone=None,
+    backbone_options=None,
+    levels=("C3", "C4", "C5"),
+    max_level=7,
 ):
     """The one builder behind the RetinaNet factories.
 
@@ -102,19 +106,27 @@ def build_retinanet(
             [d_h, d_w]}}`` (the fast-deployment network at those scales).
         name: model name (default ``retinanet_resnet{depth}_fpn``; ``_gsl`` /
             ``_fd`` appended for ``pod``).
+        backbone: a backbone name of the composer (default ``resnet{depth}``;
+            IPG-Net's detectors use ``ipg_resnet{depth}``).
+        backbone_options: further settings of that backbone.
+        levels, max_level: backbone maps the FPN reads (C3..C5 in the paper)
+            and its last level (P7); levels above the top map are made by
+            ``extra_levels``.
     """
     if depth not in (50, 101):
         raise ValueError(f"RetinaNet is built on ResNet-50 or ResNet-101; got depth {depth!r}.")
     name = (name or f"retinanet_resnet{depth}_fpn") + pod_suffix(pod)
     return build_single_shot_detector(
-        f"resnet{depth}",
+        backbone or f"resnet{depth}",
         "fpn",
         "retinanet",
         num_classes=num_classes,
         image_size=image_size,
+        levels=levels,
         backbone_kwargs=dict(weights=backbone_weights, width=backbone_width, freeze_at=freeze_at,
-                             frozen_batch_norm=frozen_batch_norm, conv3x3=resnet_conv3x3(pod, depth)),
-        neck_kwargs=dict(depth=fpn_depth, extra_levels=extra_levels),
+                             frozen_batch_norm=frozen_batch_norm, conv3x3=resnet_conv3x3(pod, depth),
+                             **(backbone_options or {})),
+        neck_kwargs=dict(depth=fpn_depth, extra_levels=extra_levels, max_level=max_level),
         head_kwargs=dict(depth=head_depth, num_convs=num_head_convs, norm=head_norm),
         anchor_config=anchor_config,
         label_encoder=_over_defaults(label_encoder, RETINANET_LABEL_ENCODER, AnchorLabelEncoder),
