@@ -10,6 +10,8 @@ Examples::
     keras-pyramids anchors --config experiments/ppn_mobilenet_shapes.json
     keras-pyramids list-models
     keras-pyramids report --models ppn_mobilenet ssd_mobilenet
+    keras-pyramids pod scales runs/retinanet_gsl      # POD: learnt scales of a GSL run
+    keras-pyramids pod deploy runs/retinanet_gsl      # POD: FD-WT model + fine-tuning config
 
 Bad input (unknown model, missing file, invalid value) prints one line
 ``keras-pyramids: error: ...`` and exits with status 2.
@@ -32,6 +34,8 @@ from keras_pyramids.categories import find_categories
 from keras_pyramids.data import load_dataset
 from keras_pyramids.evaluation import describe_metrics, evaluate_detector
 from keras_pyramids.fidelity import fidelity_report, format_fidelity, undocumented_differences
+from keras_pyramids.pod import format_scale_table
+from keras_pyramids.pod import runs as pod_runs
 from keras_pyramids.predict import DEFAULT_SCORE_THRESHOLD, predict_files
 from keras_pyramids.registry import build_model, check_kind, list_models
 from keras_pyramids.report import format_report, model_report
@@ -292,6 +296,31 @@ def cmd_export(args):
     return 0
 
 
+# -- pod ----------------------------------------------------------------------------
+
+def cmd_pod_scales(args):
+    start = time.time()
+    check_int("--num-images", args.num_images, minimum=1)
+    check_int("--batch-size", args.batch_size, minimum=1)
+    stats, path = pod_runs.write_run_scales(args.run_dir, num_images=args.num_images, split=args.split,
+                                            batch_size=args.batch_size, output=args.output)
+    print(format_scale_table(stats, layers="all" if args.all_layers else "first_last"))
+    print(f"scales: {path} ({stats['num_images']} images of {stats['dataset']}:{stats['split']})")
+    print(f"wall time: {time.time() - start:.1f}s")
+    return 0
+
+
+def cmd_pod_deploy(args):
+    result = pod_runs.deploy_run(args.run_dir, scales=args.scales, output_dir=args.output)
+    print("Scale decomposition (POD section 3.2): layer (mean d_h, d_w), split factor, sub-convolutions")
+    print(result.decomposition)
+    report = result.report
+    print(f"FD-WT model: {os.path.join(result.output_dir, 'model.keras')} ({len(report.copied)} weights copied, "
+          f"{len(report.split)} split into sub-convolutions, {len(report.unused)} scale-predictor weights dropped)")
+    print(f"fine-tune it: keras-pyramids train --config {result.finetune_config_path}")
+    return 0
+
+
 # -- predict ------------------------------------------------------------------------
 
 def cmd_predict(args):
@@ -500,6 +529,27 @@ def build_parser():
                              "setting by setting, with the reference that produced the paper's number (exit "
                              "status 1 if a setting differs without a documented reason)")
     report.set_defaults(func=cmd_report)
+
+    pod = commands.add_parser(
+        "pod", help="POD (scale-sensitive network): learnt scales of a GSL run, and its fast-deployment model",
+        description="Train with model_kwargs {\"pod\": \"gsl\"}, then `pod scales RUN_DIR` (learnt scales), "
+                    "`pod deploy RUN_DIR` (FD-WT model and its fine-tuning config).")
+    pod_commands = pod.add_subparsers(dest="pod_command", required=True, metavar="{scales,deploy}")
+    scales = pod_commands.add_parser("scales", help="mean and std of each GSL layer's scales -> RUN_DIR/pod_scales.json")
+    scales.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run of a GSL model")
+    scales.add_argument("--num-images", type=int, default=500, help="images to average over (the paper: 500+)")
+    scales.add_argument("--split", help="split (default: the run's train_split)")
+    scales.add_argument("--batch-size", type=int, default=8)
+    scales.add_argument("--output", metavar="JSON", help="new file (default RUN_DIR/pod_scales.json)")
+    scales.add_argument("--all-layers", action="store_true",
+                        help="every layer in the table (default: first and last of each stage, as Table 3)")
+    scales.set_defaults(func=cmd_pod_scales)
+    deploy = pod_commands.add_parser(
+        "deploy", help="FD network at the learnt scales with the GSL weights transferred (FD-WT)")
+    deploy.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run of a GSL model")
+    deploy.add_argument("--scales", metavar="JSON", help="scale statistics (default RUN_DIR/pod_scales.json)")
+    deploy.add_argument("--output", metavar="DIR", help="new folder (default RUN_DIR_fd_wt)")
+    deploy.set_defaults(func=cmd_pod_deploy)
     return parser
 
 

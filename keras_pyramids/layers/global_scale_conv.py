@@ -10,13 +10,14 @@ the value at a fractional position taken by bilinear interpolation
 ``lambda(p, q) = max(0, 1 - |p - q|)`` and zero outside the map.
 
 Because the scale is global (one per image, shared by every position), each
-tap is one fractional shift of the whole map: the layer samples the map once
-per tap, separably (a shift along the width for each column tap, then along
-the height for each row tap; each shift is two row gathers and a linear
-blend), concatenates the ``kh * kw`` shifted maps on the channel axis and
-multiplies them by the kernel reshaped to ``[kh * kw * C_in, C_out]``: one
-matrix product, the 1x1 products of all taps at once. No per-position
-offsets (as deformable convolution needs) are ever formed.
+tap is one fractional shift of the whole map, and the shifts are separable:
+the layer shifts the map along the width for every column tap at once, then
+those along the height for every row tap at once (each batch of shifts is two
+row gathers and a linear blend), which lays the ``kh * kw`` shifted maps side
+by side on the channel axis, and multiplies them by the kernel reshaped to
+``[kh * kw * C_in, C_out]``: one matrix product, the 1x1 products of all taps
+at once. No per-position offsets (as deformable convolution needs) are ever
+formed, and the graph stays small (two gathers per axis per layer).
 
 Alignment: tap ``(0, 0)`` of output ``(m_h, m_w)`` sits at input row
 ``m_h * s - floor(r / 2)`` with ``r = (M - 1) * s + 1 - N`` (``N`` input
@@ -168,37 +169,34 @@ class GlobalScaleConv2D(keras.layers.Layer):
         log_scale = ops.clip(self.scale_predictor(pooled), -limit, limit)
         return ops.exp(log_scale) * ops.convert_to_tensor(self.dilation_rate, dtype=log_scale.dtype)
 
-    def _taps(self, x, axis_scale, size, stride, kernel):
-        """``kernel`` maps ``x [B, size, R, C]`` sampled for each tap of one axis -> ``[B, out, R, C]``."""
+    @staticmethod
+    def _sample_axis(x, axis_scale, size, stride, kernel):
+        """``x [B, size, R, C]`` sampled at every tap of one axis -> ``[B, kernel * out, R, C]``, tap-major."""
         out_size, offset = same_alignment(size, stride)
         centres = ops.cast(ops.arange(out_size) * stride + offset, axis_scale.dtype)
-        maps = []
-        for tap in range(kernel):
-            step = tap - kernel // 2
-            if step == 0:
-                # The centre tap is at integral rows: a strided slice, no interpolation.
-                end = offset + (out_size - 1) * stride + 1
-                maps.append(x[:, offset:end:stride])
-            else:
-                maps.append(_sample_rows(x, centres[None, :] + step * axis_scale[:, None]))
-        return maps
+        steps = ops.cast(ops.arange(kernel) - kernel // 2, axis_scale.dtype)
+        positions = centres[None, None, :] + steps[None, :, None] * axis_scale[:, None, None]
+        return _sample_rows(x, ops.reshape(positions, (-1, kernel * out_size)))
 
     def call(self, inputs):
         scale = self.predict_scale(inputs)
         if self.scale_recorder is not None:
             self.scale_recorder(self, scale)
-        height, width = inputs.shape[1], inputs.shape[2]
+        _, height, width, channels = inputs.shape
         if height is None or width is None:
             raise ValueError(f"{self.name} needs static height and width; got input shape {inputs.shape}.")
         kh, kw = self.kernel_size
-        # Width first (on the transposed map, so that both shifts gather rows).
-        by_width = self._taps(ops.transpose(inputs, (0, 2, 1, 3)), scale[:, 1], width, self.strides[1], kw)
-        by_width = [ops.transpose(m, (0, 2, 1, 3)) for m in by_width]
-        columns = [self._taps(m, scale[:, 0], height, self.strides[0], kh) for m in by_width]
-        # Tap (a, b) is channel block a * kw + b, as the kernel reshapes.
-        sampled = ops.concatenate([columns[b][a] for a in range(kh) for b in range(kw)], axis=-1)
-        kernel = ops.reshape(self.kernel, (kh * kw * inputs.shape[-1], self.filters))
-        outputs = ops.matmul(sampled, kernel)
+        (out_h, _), (out_w, _) = same_alignment(height, self.strides[0]), same_alignment(width, self.strides[1])
+        # Every column tap at once (on the transposed map, so that both axes gather rows) ...
+        x = self._sample_axis(ops.transpose(inputs, (0, 2, 1, 3)), scale[:, 1], width, self.strides[1], kw)
+        x = ops.reshape(x, (-1, kw, out_w, height, channels))
+        x = ops.reshape(ops.transpose(x, (0, 3, 2, 1, 4)), (-1, height, out_w, kw * channels))
+        # ... then every row tap of those: [B, kh * out_h, out_w, kw * C].
+        x = self._sample_axis(x, scale[:, 0], height, self.strides[0], kh)
+        x = ops.reshape(x, (-1, kh, out_h, out_w, kw * channels))
+        # Tap (a, b), channel c at a * kw * C + b * C + c: the kernel's own order.
+        x = ops.reshape(ops.transpose(x, (0, 2, 3, 1, 4)), (-1, out_h, out_w, kh * kw * channels))
+        outputs = ops.matmul(x, ops.reshape(self.kernel, (kh * kw * channels, self.filters)))
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs

@@ -44,6 +44,10 @@ class TrainConfig:
         model: registered model name (``keras_pyramids.list_models()``).
         model_kwargs: extra keyword arguments of the model factory (e.g.
             ``depth_multiplier``, ``loss_config``, ``postprocess``).
+        init_from: weights to start from: a ``.weights.h5`` or ``.keras`` file
+            of this same network (e.g. the FD-WT weights ``keras-pyramids pod
+            deploy`` writes); loaded once the model is built. A resumed run
+            continues from its backup instead.
         dataset: ``keras_pyramids.data.load_dataset`` name (``shapes``,
             ``coco_folder``, ``coco/2017``, ``voc/2007``).
         data_dir: where the dataset lives (meaning depends on the dataset).
@@ -102,6 +106,7 @@ class TrainConfig:
 
     model: str = "ppn_mobilenet"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    init_from: Optional[str] = None
     dataset: str = "shapes"
     data_dir: Optional[str] = None
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -156,8 +161,13 @@ class TrainConfig:
         check.check_choice("strategy", self.strategy, STRATEGIES)
         for name in ("train_split", "eval_split"):
             check.check_str(name, getattr(self, name))
-        for name in ("data_dir", "tpu", "model_dir"):
+        for name in ("data_dir", "tpu", "model_dir", "init_from"):
             check.check_str(name, getattr(self, name), allow_none=True)
+        if self.init_from is not None:
+            if not self.init_from.endswith((".weights.h5", ".keras")):
+                raise ValueError(f"init_from must be a .weights.h5 or .keras file; got {self.init_from!r}.")
+            if not os.path.isfile(self.init_from):
+                raise ValueError(f"init_from file {self.init_from} does not exist.")
         check.check_str("description", self.description, allow_empty=True)
         to_hw(self.image_size, name="image_size")
         for name in ("batch_size", "epochs", "eval_batch_size"):

@@ -100,6 +100,14 @@ def _steps_per_epoch(config, train_data):
     return steps
 
 
+def _load_initial_weights(model, path):
+    """``init_from``: every weight of ``model`` from ``path`` (same network), or a ValueError saying why not."""
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"init_from {path} does not fit {model.name}: {error}") from None
+
+
 def _finish(run, model, config, strategy, chief, eval_data):
     """Evaluates the saved model of a trained run on ``eval_data`` (unless ``None``) and marks
     the run finished."""
@@ -185,6 +193,8 @@ def train(config, callbacks=(), evaluate=True):
     with strategy.scope():
         model = build_model(config.model, num_classes=train_data.num_classes,
                             image_size=config.image_size, **config.model_kwargs)
+        if config.init_from:
+            _load_initial_weights(model, config.init_from)
         model.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
 
     pipeline = make_detection_pipeline(
