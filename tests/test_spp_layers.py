@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_pyramids.layers import SpatialPyramidPooling, SpatialPyramidRoIPooling
+from keras_pyramids.layers.spp import pyramid_length, select_scales
 
 LEVELS = (1, 2, 3, 4, 6)
 NON_SQUARE = ((1, 40), (40, 1), (2, 7), (5, 17), (13, 10), (31, 3), (6, 9))
@@ -31,25 +32,26 @@ def reference_spp(x, levels):
     return np.concatenate(out, axis=1)
 
 
-def reference_project(lo, hi, stride, size):
+def reference_project(lo, hi, stride, size, offset=0.0):
     """Appendix projection of one box edge pair to an inclusive cell range, clipped."""
-    first = math.floor(lo / stride) + 1
-    last = math.ceil(hi / stride) - 1
+    lo, hi = (lo - offset) / stride, (hi - offset) / stride
+    first = math.floor(lo) + 1
+    last = math.ceil(hi) - 1
     if last < first:
-        first = last = math.floor((lo + hi) / (2 * stride) + 0.5)
+        first = last = math.floor((lo + hi) / 2 + 0.5)
     first = min(max(first, 0), size - 1)
     last = min(max(last, 0), size - 1)
     return first, last
 
 
-def reference_roi(features, boxes, levels, stride):
+def reference_roi(features, boxes, levels, stride, offset=0.0):
     bsz, h, w, _ = features.shape
     out = []
     for b in range(bsz):
         rows = []
         for ymin, xmin, ymax, xmax in boxes[b]:
-            t, btm = reference_project(ymin, ymax, stride, h)
-            l, r = reference_project(xmin, xmax, stride, w)
+            t, btm = reference_project(ymin, ymax, stride, h, offset)
+            l, r = reference_project(xmin, xmax, stride, w, offset)
             rows.append(reference_spp(features[b : b + 1, t : btm + 1, l : r + 1], levels)[0])
         out.append(rows)
     return np.asarray(out)
@@ -244,3 +246,100 @@ def test_roi_needs_features_and_boxes():
         SpatialPyramidRoIPooling()(np.zeros((2, 5, 5, 3), "float32"), np.zeros((3, 1, 4), "float32"))
     with pytest.raises(ValueError, match="stride"):
         SpatialPyramidRoIPooling(stride=0)
+
+
+@pytest.mark.parametrize("levels", [(6, 3, 2, 1), (4, 3, 1)])
+def test_roi_gather_matches_reference_on_larger_maps(levels):
+    # 21 x 34 cells: tables of up to 8-cell windows; levels dividing 6 come from its bins,
+    # 3 does not divide 4 and is pooled directly. Boxes inside, across the border, outside, thin.
+    rng = np.random.default_rng(11)
+    features = random_map(21, 34, c=2, batch=2, seed=2)
+    corners = rng.uniform(-30, 170, size=(2, 12, 2, 2))
+    boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
+    boxes[0, 0] = [-10.0, -10.0, 200.0, 200.0]  # the whole map
+    boxes[0, 1] = [3.0, 0.0, 5.0, 136.0]  # one row tall, the whole width
+    boxes[1, 0] = [150.0, -40.0, 190.0, -20.0]  # outside: clipped to the corner cell
+    boxes = boxes.astype("float32")
+    layer = SpatialPyramidRoIPooling(levels, stride=4, offset=1.5)
+    y = np.asarray(layer(features, boxes))
+    assert y.shape == (2, 12, pyramid_length(levels, 2))
+    np.testing.assert_array_equal(y, reference_roi(features, boxes, levels, 4, offset=1.5))
+
+
+def test_output_length_is_50_bins_times_channels():
+    assert pyramid_length((6, 3, 2, 1), 256) == 12_800  # SPP-net section 4.1: 12,800-d for ZF-5's conv5
+    features = np.zeros((1, 5, 7, 256), "float32")
+    y = SpatialPyramidRoIPooling((6, 3, 2, 1), stride=16)(features, np.array([[[0, 0, 50, 90]] * 3], "float32"))
+    assert y.shape == (1, 3, 12_800)
+
+
+def test_normalised_boxes_with_image_size_equal_pixel_boxes():
+    features = random_map(6, 9, c=3, batch=2, seed=4)
+    pixels = np.array([[[0, 0, 48, 72], [10, 30, 30, 70]], [[-8, 40, 20, 80], [12, 12, 13, 13]]], "float32")
+    normalised = pixels / np.array([48, 72, 48, 72], "float32")
+    by_pixels = SpatialPyramidRoIPooling((3, 2, 1), stride=8, offset=4.0)(features, pixels)
+    by_size = SpatialPyramidRoIPooling((3, 2, 1), stride=8, offset=4.0, image_sizes=[(48, 72)])(features, normalised)
+    np.testing.assert_array_equal(np.asarray(by_size), np.asarray(by_pixels))
+
+
+def test_scale_choice_on_hand_worked_boxes():
+    sizes = [(100, 100), (200, 200), (400, 400)]  # target 224^2 = 50,176 pixels
+    boxes = np.array([
+        [0.0, 0.0, 1.0, 1.0],    # 10,000 / 40,000 / 160,000 pixels -> 200 (gap 10,176)
+        [0.2, 0.2, 0.7, 0.7],    # 2,500 / 10,000 / 40,000 -> 400
+        [0.0, 0.0, 0.25, 1.0],   # non-square, 2,500 / 10,000 / 40,000 -> 400
+        [0.0, 0.0, 1.0, 0.5],    # 5,000 / 20,000 / 80,000 -> 400 (gap 29,824 against 30,176)
+        [0.5, 0.5, 0.4, 0.9],    # flipped: no pixels -> the smallest scale
+    ], "float32")
+    np.testing.assert_array_equal(np.asarray(select_scales(boxes, sizes)), [1, 2, 2, 2, 0])
+    # A tie (64 and 136 pixels around 10^2 = 100) goes to the earlier scale, in either order.
+    whole = np.array([[0.0, 0.0, 1.0, 1.0]], "float32")
+    assert np.asarray(select_scales(whole, [(8, 8), (8, 17)], target_size=10)).tolist() == [0]
+    assert np.asarray(select_scales(whole, [(8, 17), (8, 8)], target_size=10)).tolist() == [0]
+
+
+def test_multi_scale_pools_each_box_from_its_scale():
+    # The same image at 32 and 64 pixels, stride 4: maps of 8 x 8 and 16 x 16. Target 16^2 = 256 pixels:
+    # a quarter-side box is 8 x 8 at 32 and 16 x 16 at 64 -> scale 1; a half-side box is 16 x 16 at 32 -> 0.
+    small, large = random_map(8, 8, c=2, batch=2, seed=5), random_map(16, 16, c=2, batch=2, seed=6)
+    boxes = np.array([[[0.25, 0.25, 0.5, 0.5], [0.0, 0.5, 0.5, 1.0]],
+                      [[0.5, 0.0, 1.0, 0.5], [0.6, 0.1, 0.85, 0.35]]], "float32")
+    layer = SpatialPyramidRoIPooling((2, 1), stride=4, image_sizes=[(32, 32), (64, 64)], target_size=16)
+    y = np.asarray(layer([small, large], boxes))
+    chosen = [[1, 0], [0, 1]]
+    for b in range(2):
+        for r in range(2):
+            size, fmap = ((32, small), (64, large))[chosen[b][r]]
+            expected = reference_roi(fmap[b:b + 1], boxes[b:b + 1, r:r + 1] * size, (2, 1), 4)
+            np.testing.assert_array_equal(y[b, r], expected[0, 0])
+    restored = SpatialPyramidRoIPooling.from_config(layer.get_config())
+    assert restored.image_sizes == ((32, 32), (64, 64)) and restored.target_size == 16
+    with pytest.raises(ValueError, match="built for 2 feature map"):
+        layer(small, boxes)
+
+
+def test_roi_pooling_compiles_with_xla_and_its_gradient_reaches_the_maxima():
+    # Offset 2: cell centres 4 k + 2, so a whole-image box covers every cell.
+    layer = SpatialPyramidRoIPooling((2, 1), stride=4, offset=2.0, image_sizes=[(24, 40), (48, 80)])
+    maps = [tf.Variable(random_map(6, 10, c=3, batch=2, seed=8)), tf.Variable(random_map(12, 20, c=3, batch=2))]
+    boxes = tf.constant(np.array([[[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4]]] * 2, "float32"))
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            pooled = layer(maps, boxes)
+            total = tf.reduce_sum(pooled[:, :, -3:])  # the 1 x 1 level: one max per channel
+        return pooled, tape.gradient(total, maps)
+
+    pooled, grads = step()
+    np.testing.assert_array_equal(pooled.numpy(), layer(maps, boxes).numpy())
+    # Both boxes are closest to 224^2 pixels at the larger scale (the whole image: 960 or 3,840 pixels),
+    # so the small map gets no gradient; the large one gets 1 at each box's maximum per channel: the
+    # whole map's, and that of the small box's region, rows 1..3 and columns 4..7 (floor((4.8 - 2) / 4) + 1
+    # .. ceil((14.4 - 2) / 4) - 1 and floor((16 - 2) / 4) + 1 .. ceil((32 - 2) / 4) - 1).
+    assert not grads[0].numpy().any()
+    big = maps[1].numpy()
+    expected = (big == big.max(axis=(1, 2), keepdims=True)).astype("float32")
+    region = big[:, 1:4, 4:8]
+    expected[:, 1:4, 4:8] += region == region.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_array_equal(grads[1].numpy(), expected)

@@ -27,6 +27,14 @@ from keras import layers, ops
 
 ENDPOINTS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5")
 STRIDE = 16  # conv5 relative to the input image
+# Image coordinate (continuous: pixel i spans [i, i + 1)) of the receptive-field
+# centre of conv5 cell 0; cell k is centred at STRIDE * k + CONV5_OFFSET. A
+# layer with kernel k, stride s and p cells of padding before the first centres
+# output i on input s i - p + (k - 1) / 2: conv1 2i + 2, pool1 2i + 1, conv2
+# 2i + 1, pool2 2i + 1, conv3-5 i; composed, 16 i + 16 in pixel indices, plus
+# half a pixel. The paper's appendix formulas assume 0 (every layer padded by
+# floor(k / 2)); this ZF-5 pads conv1/conv2 by 1 and the pools not at all.
+CONV5_OFFSET = 16.5
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")

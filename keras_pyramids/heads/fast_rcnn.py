@@ -23,6 +23,10 @@ class FastRCNNBoxHead(keras.layers.Layer):
     Initialisation as detectron2: hidden layers Xavier (``c2_xavier_fill``),
     class logits ``N(0, 0.01)``, box deltas ``N(0, 0.001)``, zero biases.
 
+    ``dropout`` (0 by default, as detectron2 and torchvision) drops units after
+    each hidden layer's ReLU in training, as Fast R-CNN's VGG16 / SPP-net's
+    fc6 and fc7 (``dropout=0.5``).
+
     Class ``num_classes`` (the last) is background, as in detectron2; foreground
     ids are ``0 .. num_classes - 1`` like everywhere in the package. Box deltas
     are predicted for the foreground classes only (detectron2's
@@ -33,10 +37,14 @@ class FastRCNNBoxHead(keras.layers.Layer):
     logits, "boxes": [B, R, num_classes, 4] deltas}``, float32.
     """
 
-    def __init__(self, num_classes, fc_dims=(1024, 1024), **kwargs):
+    def __init__(self, num_classes, fc_dims=(1024, 1024), dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.fc_dims = tuple(int(d) for d in fc_dims)
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"FastRCNNBoxHead dropout must be in [0, 1); got {dropout!r}.")
+        self.drop = layers.Dropout(self.dropout, name="dropout") if self.dropout else None
         self.hidden = [
             layers.Dense(dim, activation="relu", name=f"fc{i + 1}",
                          kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"))
@@ -58,18 +66,20 @@ class FastRCNNBoxHead(keras.layers.Layer):
         self.class_logits.build(shape)
         self.box_deltas.build(shape)
 
-    def call(self, roi_features):
+    def call(self, roi_features, training=None):
         batch, rois = ops.shape(roi_features)[0], ops.shape(roi_features)[1]
         x = ops.reshape(roi_features, (batch * rois, -1))
         for layer in self.hidden:
             x = layer(x)
+            if self.drop is not None:
+                x = self.drop(x, training=training)
         logits = ops.reshape(self.class_logits(x), (batch, rois, self.num_classes + 1))
         deltas = ops.reshape(self.box_deltas(x), (batch, rois, self.num_classes, 4))
         return {"classes": ops.cast(logits, "float32"), "boxes": ops.cast(deltas, "float32")}
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, fc_dims=list(self.fc_dims))
+        config.update(num_classes=self.num_classes, fc_dims=list(self.fc_dims), dropout=self.dropout)
         return config
 
 

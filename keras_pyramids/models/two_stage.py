@@ -20,7 +20,12 @@ number of neck maps it reads (finest first; called with the map itself when
 ``num_maps == 1``, else with the list), taking normalised ``[B, R, 4]``
 ``[ymin, xmin, ymax, xmax]`` RoIs. Faster R-CNN uses
 :class:`~keras_pyramids.ops.roi_align.RoIAlign` crops; SPP-net's detector
-(He et al. 2014, section 4) pools a spatial pyramid over each RoI.
+(He et al. 2014, section 4) pools a spatial pyramid over each RoI. A pooler
+with an attribute ``image_sizes`` (``(H, W)`` pairs) reads maps of the image
+resized to each of those sizes (SPP-net's multi-scale feature extraction,
+section 4.1): the first stage then also runs the backbone and neck on each
+resized image (the RPN only on the model's own size) and the pooler gets, for
+each size in order, its first ``num_maps`` maps, as one list.
 
 Training: ground truth enters the train step padded to ``max_boxes`` per image
 (``model.target_assigner()`` in ``tf.data``, static shapes; images with no box
@@ -37,6 +42,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_pyramids.image_size import to_hw
 from keras_pyramids.models.detector import Detector, scale_loss_for_replicas, with_batch_axis_for_multi_worker
 from keras_pyramids.ops.ground_truth import pad_ground_truth
 from keras_pyramids.ops.losses import smooth_l1
@@ -89,6 +95,9 @@ class TwoStageDetector(Detector, keras.Model):
             with a warning).
         box_loss_beta: smooth L1 beta of the head's box loss (1/9 as torchvision;
             detectron2 uses 0, an L1 loss).
+        image_size: ``(H, W)`` input size; needed when the backbone is built
+            for any size (``(None, None, 3)``, as a multi-scale pooler needs),
+            otherwise the backbone's own.
     """
 
     def __init__(
@@ -107,13 +116,21 @@ class TwoStageDetector(Detector, keras.Model):
         postprocessor=None,
         max_boxes=100,
         box_loss_beta=1.0 / 9.0,
+        image_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         input_shape = tuple(backbone.input_shape[1:])
+        if image_size is not None:
+            # A backbone built for any size (None) also runs on the resized images of a multi-scale pooler.
+            image_size = to_hw(image_size)
+            if len(input_shape) == 3 and all(d is None or d == v for d, v in zip(input_shape[:2], image_size)):
+                input_shape = (*image_size, input_shape[2])
         if len(input_shape) != 3 or None in input_shape[:2] or input_shape[2] != 3:
             raise ValueError(
-                f"A detector needs a fixed image size with 3 channels; the backbone takes {input_shape}."
+                f"A detector needs a fixed image size with 3 channels; the backbone takes {input_shape}"
+                + (f" and image_size is {image_size}." if image_size is not None else
+                   " (build it for one size, or for any size (None, None, 3) and give image_size).")
             )
         self.backbone, self.neck, self.rpn_head = backbone, neck, rpn_head
         self.roi_pooler, self.box_head, self.box_features = roi_pooler, box_head, box_features
@@ -136,13 +153,13 @@ class TwoStageDetector(Detector, keras.Model):
 
         images = keras.Input(shape=input_shape, name="images")
         maps = neck(backbone(images))
-        self.first_stage = keras.Model(images, {"maps": maps, "rpn": rpn_head(maps)}, name="first_stage")
+        first_outputs = {"maps": maps, "rpn": rpn_head(maps)}
         self.feature_shapes = [tuple(int(d) for d in m.shape[1:3]) for m in maps]
         anchors = anchor_generator(self.feature_shapes, self.image_size)
         counts = anchor_generator.anchors_per_location(len(maps))
         self.anchor_level_sizes = [h * w * a for (h, w), a in zip(self.feature_shapes, counts)]
         self.anchors = tf.constant(anchors, tf.float32)
-        predicted = int(self.first_stage.output["rpn"]["boxes"].shape[1])
+        predicted = int(first_outputs["rpn"]["boxes"].shape[1])
         if predicted != sum(self.anchor_level_sizes):
             raise ValueError(
                 f"The RPN head predicts {predicted} boxes but the maps have {sum(self.anchor_level_sizes)} anchors."
@@ -154,10 +171,32 @@ class TwoStageDetector(Detector, keras.Model):
                 f"The RoI pooler {type(roi_pooler).__name__} must say how many neck maps it reads "
                 f"(an int attribute num_maps from 1 to {len(maps)}); got {self.num_roi_maps!r}."
             )
-        roi_maps = [keras.Input(shape=tuple(m.shape[1:]), name=f"roi_map_{i}") for i, m in
-                    enumerate(maps[:self.num_roi_maps])]
+        sizes = getattr(roi_pooler, "image_sizes", None)
+        self.roi_image_sizes = (self.image_size,) if sizes is None else tuple(to_hw(s) for s in sizes)
+        if len(self.roi_image_sizes) == 1 and self.roi_image_sizes[0] != self.image_size:
+            raise ValueError(
+                f"The RoI pooler was built for {self.roi_image_sizes[0]} images; the detector takes {self.image_size}."
+            )
+        if self.multi_scale:
+            scale_maps = []
+            for height, width in self.roi_image_sizes:
+                if (height, width) == self.image_size:
+                    scale_maps.extend(maps[:self.num_roi_maps])
+                    continue
+                if any(d is not None and d != v for d, v in zip(backbone.input_shape[1:3], (height, width))):
+                    raise ValueError(
+                        f"Multi-scale RoI pooling runs the backbone on {height}x{width} images too; build it for "
+                        f"any size (input shape (None, None, 3)) and give the detector image_size."
+                    )
+                # The same bilinear resize as the data pipeline's.
+                resized = keras.layers.Resizing(height, width, name=f"resize_{height}x{width}")(images)
+                scale_maps.extend(neck(backbone(resized))[:self.num_roi_maps])
+            first_outputs["roi_maps"] = scale_maps
+        self.first_stage = keras.Model(images, first_outputs, name="first_stage")
+        pooled_maps = first_outputs["roi_maps"] if self.multi_scale else maps[:self.num_roi_maps]
+        roi_maps = [keras.Input(shape=tuple(m.shape[1:]), name=f"roi_map_{i}") for i, m in enumerate(pooled_maps)]
         rois = keras.Input(shape=(None, 4), name="rois")
-        pooled = roi_pooler(roi_maps if self.num_roi_maps > 1 else roi_maps[0], rois)
+        pooled = roi_pooler(roi_maps if len(roi_maps) > 1 else roi_maps[0], rois)
         features = box_features(pooled) if box_features is not None else pooled
         self.second_stage = keras.Model([*roi_maps, rois], box_head(features), name="second_stage")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
@@ -178,13 +217,19 @@ class TwoStageDetector(Detector, keras.Model):
             [tf.stop_gradient(x) for x in logits], [tf.stop_gradient(x) for x in deltas], anchors,
             box_coder=self.rpn_label_encoder.box_coder, image_size=self.image_size, training=training)
 
-    def _second_stage(self, maps, rois, training):
-        return self.second_stage([*maps[:self.num_roi_maps], rois], training=training)
+    @property
+    def multi_scale(self):
+        """Whether RoIs are pooled from maps of resized images (the pooler's ``image_sizes``)."""
+        return self.roi_image_sizes != (self.image_size,)
+
+    def _second_stage(self, first, rois, training):
+        maps = first["roi_maps"] if self.multi_scale else first["maps"][:self.num_roi_maps]
+        return self.second_stage([*maps, rois], training=training)
 
     def call(self, images, training=False):
         first = self.first_stage(images, training=training)
         proposals = self._proposals(first["rpn"], training)
-        second = self._second_stage(first["maps"], proposals["boxes"], training)
+        second = self._second_stage(first, proposals["boxes"], training)
         return {"proposals": proposals["boxes"], "proposal_valid": proposals["valid"],
                 "boxes": second["boxes"], "classes": second["classes"]}
 
@@ -227,7 +272,7 @@ class TwoStageDetector(Detector, keras.Model):
         proposals = self._proposals(rpn, training=True)
         rois = self.roi_sampler.sample(proposals["boxes"], proposals["valid"], gt_boxes, gt_classes, gt_valid,
                                        tf.stack([step, 2]))
-        second = self._second_stage(first["maps"], rois["rois"], training)
+        second = self._second_stage(first, rois["rois"], training)
         valid = tf.cast(rois["valid"], tf.float32)
         count = tf.maximum(tf.reduce_sum(valid), 1.0)
         class_loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -268,7 +313,7 @@ class TwoStageDetector(Detector, keras.Model):
                  "rpn_label_encoder", "proposal_generator", "roi_sampler", "postprocessor")
         config = {key: keras.saving.serialize_keras_object(getattr(self, key)) for key in parts}
         config.update(name=self.name, trainable=self.trainable, num_classes=self.num_classes,
-                      max_boxes=self.max_boxes, box_loss_beta=self.box_loss_beta)
+                      max_boxes=self.max_boxes, box_loss_beta=self.box_loss_beta, image_size=list(self.image_size))
         return config
 
     @classmethod

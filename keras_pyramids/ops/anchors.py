@@ -200,6 +200,12 @@ class FPNAnchorGenerator(_DataclassGenerator):
             C4 RPN has ``(32, 64, 128, 256, 512)`` on its one stride-16 level
             (Faster R-CNN section 3.1.1: "3 scales and 3 aspect ratios", five
             scales in detectron2's and the Model Garden's C4 configs).
+        centre_offset: pixel coordinate of the centre of cell ``(0, 0)``'s
+            anchors (cell ``i`` at ``i * stride + centre_offset``); None puts
+            them at the centre of the patch a cell sees (``stride / 2``), which
+            needs maps of ``ceil(H / stride)`` cells. A backbone whose maps
+            have another size (ZF-5: unpadded pools) gives its receptive-field
+            centre here, and then any map size is accepted.
     """
 
     min_level: int = 3
@@ -208,9 +214,12 @@ class FPNAnchorGenerator(_DataclassGenerator):
     aspect_ratios: tuple = (0.5, 1.0, 2.0)
     anchor_size: float = 4.0
     sizes: tuple = None
+    centre_offset: float = None
 
     def __post_init__(self):
         object.__setattr__(self, "aspect_ratios", tuple(float(r) for r in self.aspect_ratios))
+        if self.centre_offset is not None:
+            object.__setattr__(self, "centre_offset", float(self.centre_offset))
         if self.sizes is not None:
             object.__setattr__(self, "sizes", tuple(float(size) for size in self.sizes))
             if not self.sizes or min(self.sizes) <= 0:
@@ -260,7 +269,8 @@ def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
     Args:
         feature_shapes: ``[(h, w), ...]`` of levels ``min_level..max_level``;
             level ``l`` must be ``ceil(H / 2^l) x ceil(W / 2^l)`` (what
-            SAME-padded stride-2 layers give).
+            SAME-padded stride-2 layers give) unless ``config.centre_offset``
+            places the cells.
         image_size: ``(H, W)`` of the input image in pixels.
         config: :class:`FPNAnchorGenerator`.
 
@@ -280,12 +290,13 @@ def fpn_anchors(feature_shapes, image_size, config=FPNAnchorGenerator()):
     for level, (h, w) in zip(levels, feature_shapes):
         stride = 2**level
         expected = (-(-image_h // stride), -(-image_w // stride))
-        if (h, w) != expected:
+        if config.centre_offset is None and (h, w) != expected:
             raise ValueError(
                 f"fpn_anchors: the level-{level} map is {h}x{w}, but a {image_h}x{image_w} image at "
                 f"stride {stride} gives {expected[0]}x{expected[1]}."
             )
-        cy, cx = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
+        offset = 0.5 * stride if config.centre_offset is None else config.centre_offset
+        cy, cx = np.meshgrid(np.arange(h) * stride + offset, np.arange(w) * stride + offset, indexing="ij")
         cy, cx = cy[:, :, None], cx[:, :, None]
         sides = config._sides(stride)
         dy = (sides[:, None] / ratios[None, :]).reshape(-1) / 2

@@ -1,6 +1,7 @@
 """The trivial neck: backbone maps passed on as they are."""
 
 import keras
+from keras import layers
 
 
 @keras.saving.register_keras_serializable(package="keras_pyramids")
@@ -29,4 +30,38 @@ class SelectLevels(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(levels=list(self.levels))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_pyramids")
+class ProjectLevels(SelectLevels):
+    """The backbone maps ``levels``, each through its own 1x1 convolution to ``channels`` and a ReLU.
+
+    A neck that only changes widths, e.g. ResNet's 2048-channel ``conv5`` to
+    the 256 channels of ZF-5's ``conv5`` for the SPP-net detector, whose
+    pooled vector (and fc6) then keeps the paper's 12,800 inputs. Kernels
+    start Xavier-uniform (Keras' default), biases zero.
+
+    Input: dict of backbone maps. Output: list of ``[B, h, w, channels]``, in
+    the order of ``levels``.
+    """
+
+    def __init__(self, levels=("C5",), channels=256, **kwargs):
+        super().__init__(levels, **kwargs)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"ProjectLevels channels must be a positive int; got {channels!r}.")
+        self.channels = channels
+        self.projections = [layers.Conv2D(channels, 1, activation="relu", name=f"{level}_project")
+                            for level in self.levels]
+
+    def build(self, input_shape):
+        for level, projection in zip(self.levels, self.projections):
+            projection.build(input_shape[level])
+
+    def call(self, maps):
+        return [projection(x) for projection, x in zip(self.projections, super().call(maps))]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels)
         return config

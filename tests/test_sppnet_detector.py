@@ -1,0 +1,80 @@
+"""SPP-net's detector: the ZF-5 head's size, outputs, multi-scale pooling, .keras round trip, training on shapes."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_pyramids as kp
+from keras_pyramids.layers import SpatialPyramidRoIPooling
+from keras_pyramids.models.sppnet_detector import PAPER_SCALES, scale_image_sizes
+from keras_pyramids.models.two_stage import TwoStageDetector
+
+SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
+SMALL = dict(num_classes=3, image_size=128, fc_dims=(64, 64), proposals=SMALL_PROPOSALS, rois_per_image=32,
+             max_boxes=4)
+
+
+def dense_params(inputs, units):
+    return inputs * units + units
+
+
+def test_zf5_head_has_the_papers_fc6_fc7_on_12800_inputs():
+    model = kp.build_model("sppnet_zf5_detector", num_classes=20)  # PASCAL VOC's 20 classes, 688 px
+    pooler = model.roi_pooler
+    assert isinstance(pooler, SpatialPyramidRoIPooling) and pooler.levels == (6, 3, 2, 1)
+    assert model.feature_shapes == [(42, 42)] and model.second_stage.output["classes"].shape[-1] == 21
+    head = {w.path.split("/", 1)[1]: int(np.prod(w.shape)) for w in model.box_head.weights}
+    # Section 4.1: "a 12,800-d (256 x 50) representation for each window", fc6 and fc7 of 4096.
+    # (The paper gives no parameter counts; these follow from its dimensions.)
+    assert head["fc1/kernel"] + head["fc1/bias"] == dense_params(12_800, 4096) == 52_432_896
+    assert head["fc2/kernel"] + head["fc2/bias"] == dense_params(4096, 4096) == 16_781_312
+    assert sum(head.values()) == 52_432_896 + 16_781_312 + dense_params(4096, 21) + dense_params(4096, 80)
+
+
+def test_settings_that_do_not_apply_are_refused():
+    with pytest.raises(ValueError, match="ZF-5 has no setting backbone_width, channels"):
+        kp.build_model("sppnet_zf5_detector", backbone_width=0.5, channels=64)
+
+
+def test_paper_scales_keep_the_aspect_ratio():
+    assert scale_image_sizes((688, 688), PAPER_SCALES) == [(s, s) for s in PAPER_SCALES]
+    assert scale_image_sizes((480, 640), (480, 600)) == [(480, 640), (600, 800)]
+    with pytest.raises(ValueError, match="shorter sides"):
+        scale_image_sizes((480, 640), (480.0,))
+
+
+def test_resnet_detector_pools_the_projected_dilated_conv5():
+    model = kp.build_model("sppnet_resnet50_detector", **SMALL, backbone_width=0.125)
+    # conv5_x at stride 16 (dilated), 2048 x 0.125 channels projected to 256: 50 bins x 256 per RoI.
+    assert model.feature_shapes == [(8, 8)] and model.backbone.output["C4b"].shape[-1] == 256
+    assert model.second_stage.get_layer("spp_roi_pooling").output.shape[-1] == 12_800
+    raw = model(np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32))
+    assert tuple(raw["boxes"].shape) == (2, 32, 3, 4) and tuple(raw["classes"].shape) == (2, 32, 4)
+
+
+def test_outputs_and_keras_round_trip(tmp_path):
+    model = kp.build_model("sppnet_zf5_detector", **SMALL, scales=(96, 128, 192))
+    assert isinstance(model, TwoStageDetector)
+    assert model.second_stage.get_layer("spp_roi_pooling").output.shape[-1] == 12_800  # 50 bins x 256
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    raw = model(images)
+    assert tuple(raw["boxes"].shape) == (2, 32, 3, 4) and tuple(raw["classes"].shape) == (2, 32, 4)
+    before = model.predict_on_batch(images)
+    assert before["boxes"].shape == (2, 100, 4) and before["classes"].dtype == np.int32
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is TwoStageDetector and loaded.roi_image_sizes == model.roi_image_sizes
+    after = loaded.predict_on_batch(images)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_multi_scale_runs_the_backbone_at_every_scale():
+    model = kp.build_model("sppnet_zf5_detector", **SMALL, scales=(64, 128, 256))
+    assert model.multi_scale and model.roi_image_sizes == ((64, 64), (128, 128), (256, 256))
+    # The RPN sees the 128 px conv5 only (7 x 7 x 15 anchors); the pooler gets the three conv5 maps.
+    assert model.anchors.shape == (7 * 7 * 15, 4)
+    assert [tuple(m.shape[1:3]) for m in model.first_stage.output["roi_maps"]] == [(3, 3), (7, 7), (15, 15)]
+    single = kp.build_model("sppnet_zf5_detector", **SMALL)
+    assert not single.multi_scale and "roi_maps" not in single.first_stage.output
