@@ -276,6 +276,98 @@ def _center_size_anchors(anchors):
     return np.concatenate([anchors[:, :2] + size / 2, size], axis=1).astype(np.float32)
 
 
+CERTAIN_CANDIDATES_PER_CLASS = 16
+CERTAIN_NMS_ROUNDS = 8
+# Decoded in float32 by us and by the op: an IoU this close to the threshold
+# could go either way, so it neither certainly suppresses nor certainly spares.
+_IOU_MARGIN = 1e-4
+
+
+def certain_score_floor(boxes, scores, score_threshold, iou_threshold, max_detections,
+                        max_detections_per_class, per_class=CERTAIN_CANDIDATES_PER_CLASS,
+                        rounds=CERTAIN_NMS_ROUNDS):
+    """A score that at least ``max_detections`` certain survivors of per-class NMS reach (-1 if unknown).
+
+    Greedy per-class NMS visits a class's candidates best first, so its
+    decisions on a class's ``k`` best candidates depend on those ``k`` alone.
+    Among them, a candidate is certainly kept when every better candidate that
+    may overlap it by more than the IoU threshold is certainly suppressed, and
+    certainly suppressed when a certainly kept better candidate overlaps it by
+    more than the threshold; ``rounds`` rounds of these two rules (the class's
+    best box is kept in the first) decide a cluster of overlapping boxes and
+    the boxes after it, and whatever they leave undecided simply does not
+    count. Counting the certainly kept candidates that lie inside the image
+    (the clip-and-drop step after NMS keeps those) gives a floor: if
+    ``max_detections`` of them score at least ``t``, the final
+    ``max_detections`` detections all score at least ``t``, and since NMS only
+    lets a better box suppress a worse one, dropping every candidate below
+    ``t`` before NMS changes neither which boxes survive above it nor the
+    final detections (up to ties at ``t``).
+
+    Args:
+        boxes: ``[N, 4]`` decoded normalised ``yxyx`` boxes (one image).
+        scores: ``[N, C]`` class scores.
+        score_threshold, iou_threshold, max_detections,
+        max_detections_per_class: the NMS settings.
+        per_class: how many of each class's best candidates are examined (at
+            least enough for ``2 * max_detections`` over all classes, at most
+            ``max_detections_per_class``).
+        rounds: rounds of the two rules.
+
+    Returns:
+        scalar float32: the floor, or -1 when fewer than ``max_detections``
+        certain survivors were found (then nothing may be dropped).
+    """
+    # Enough per class that the classes together can offer max_detections twice over.
+    per_class = max(per_class, -(-2 * max_detections // int(scores.shape[1])))
+    per_class = min(per_class, max_detections_per_class, int(scores.shape[0]))
+    best_scores, best = tf.math.top_k(tf.transpose(scores), k=per_class)  # [C, k]
+    candidates = tf.gather(boxes, best)  # [C, k, 4]
+    y0, x0, y1, x1 = tf.unstack(candidates, axis=-1)
+    area = tf.maximum(y1 - y0, 0.0) * tf.maximum(x1 - x0, 0.0)
+    inter_h = tf.maximum(tf.minimum(y1[:, :, None], y1[:, None, :]) - tf.maximum(y0[:, :, None], y0[:, None, :]), 0.0)
+    inter_w = tf.maximum(tf.minimum(x1[:, :, None], x1[:, None, :]) - tf.maximum(x0[:, :, None], x0[:, None, :]), 0.0)
+    inter = inter_h * inter_w
+    iou = inter / tf.maximum(area[:, :, None] + area[:, None, :] - inter, 1e-12)  # [C, k, k]
+    # [c, j, i]: 1 where candidate i ranks above candidate j of class c. The rounds are float
+    # matrix products (counts of overlapping better boxes), which TFLite runs faster than
+    # boolean reductions.
+    better = tf.constant(np.tril(np.ones([per_class, per_class], np.float32), k=-1))[None]
+    may_suppress = better * tf.cast(iou >= iou_threshold - _IOU_MARGIN, tf.float32)
+    suppresses = better * tf.cast(iou > iou_threshold + _IOU_MARGIN, tf.float32)
+    kept = tf.zeros_like(best_scores)[:, :, None]
+    suppressed = tf.zeros_like(best_scores)[:, :, None]
+    for _ in range(rounds):
+        kept, suppressed = (tf.cast(tf.matmul(may_suppress, 1.0 - suppressed) < 0.5, tf.float32),
+                            tf.cast(tf.matmul(suppresses, kept) > 0.5, tf.float32))
+    kept = kept[:, :, 0] > 0.5
+    inside = ((tf.minimum(y1, 1.0) - tf.maximum(y0, 0.0)) > 0.0) & ((tf.minimum(x1, 1.0) - tf.maximum(x0, 0.0)) > 0.0)
+    certain = kept & inside & (best_scores > score_threshold)
+    certain_scores = tf.reshape(tf.where(certain, best_scores, -1.0), [-1])
+    if int(certain_scores.shape[0]) < max_detections:
+        return tf.constant(-1.0)
+    return tf.math.top_k(certain_scores, k=max_detections).values[-1]
+
+
+def drop_candidates_below_certain_floor(model, codes, scores, score_threshold):
+    """Scores of one image with every candidate below :func:`certain_score_floor` set to 0.
+
+    The op's per-class NMS sorts and scans every (anchor, class) pair above
+    its score threshold: 270,000 pairs for 3,000 anchors x 90 classes at
+    PPN's 1e-8. Dropping the pairs that cannot reach the final detections
+    makes it as fast as the file without NMS and leaves its detections
+    unchanged.
+    """
+    post = model.postprocessor
+    boxes = model.box_coder.decode(codes[0], tf.constant(np.asarray(model.anchors, np.float32)))
+    floor = certain_score_floor(boxes, scores[0], score_threshold, post.iou_threshold, post.max_detections,
+                                post.max_detections_per_class)
+    # min(score, 2 * step(score - below)) keeps every score >= the floor and zeroes the rest (below
+    # the op's threshold); three cheap element-wise ops where TFLite's select is ~3x slower.
+    below = floor - tf.abs(floor) * 1e-6
+    return tf.minimum(scores, 2.0 * tf.sign(tf.nn.relu(scores - below)))
+
+
 def detect_with_postprocess_op(model, images, score_threshold=None, regular_nms=True):
     """``uint8 [1, H, W, 3]`` -> pixel detections, with ``TFLite_Detection_PostProcess`` doing decode + NMS.
 
@@ -307,6 +399,8 @@ def detect_with_postprocess_op(model, images, score_threshold=None, regular_nms=
         return (tf.zeros([1, count, 4], name="boxes"), tf.zeros([1, count], name="classes"),
                 tf.zeros([1, count], name="scores"), tf.zeros([1], name="num_detections"))
 
+    if regular_nms:
+        scores = drop_candidates_below_certain_floor(model, codes, scores, score_threshold)
     boxes, classes, scores, num = postprocess_op(codes, scores, anchors)
     boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     classes = tf.cast(classes, tf.int32)

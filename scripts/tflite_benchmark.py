@@ -9,26 +9,31 @@ one row per way of running it, in one run:
   resize, network and box decoding of every anchor; the interpreter only.
 * ``tflite + NMS inside``: the file with ``TFLite_Detection_PostProcess``
   (``nms="in_file"``): final detections from the interpreter alone, with the
-  model's own settings (per-class NMS of every anchor and class above the
-  model's score threshold, 1e-8 for PPN: the same detections as the model).
+  model's own settings (per-class NMS above the model's score threshold, 1e-8
+  for PPN: the same detections as the model). The file first drops the
+  candidates that cannot reach the final detections
+  (:func:`keras_pyramids.export.certain_score_floor`).
 * ``tflite + fast NMS inside``: the op's fast NMS (``regular_nms=False``, the
   TF OD API's TFLite default): one NMS over each anchor's best class, cheaper,
   but a box can suppress a box of another class.
 * with ``--model-path`` (a trained model, whose scores are spread out), also
   ``tflite + NMS inside, score >= T``: per-class NMS of the candidates scoring
   at least ``--score-threshold`` (the same detections as the model at and
-  above it). An untrained model scores every anchor 0.01, so this row is
-  left out for it.
+  above it).
 * ``tflite + NMS outside``: the first file plus the model's NMS in TensorFlow,
   as :class:`keras_pyramids.export.TFLiteDetector` runs it (today's
   ``run_tflite`` path).
 * ``keras predict_on_batch``: the in-memory model's compiled predict function
   (network, decoding, NMS).
 
+A new (untrained) model gets the batch-norm statistics of 8 random images
+first (see ``_calibrate_batch_norm``): otherwise all its scores tie.
+
 Each interpreter is created once (XNNPACK, ``--threads`` threads) and reused
 for every call; times are the median and 90th percentile of ``--runs`` calls
-after ``--warmup``. Other processes on the machine slow every row: the load
-average at the start and the end is printed, run it when the machine is quiet.
+after ``--warmup``, the rows taking turns call by call. Other processes on
+the machine slow every row: the load average at the start and the end is
+printed, run it when the machine is quiet.
 
 Example::
 
@@ -45,15 +50,44 @@ import time
 import numpy as np
 
 
-def _time(call, runs, warmup):
-    for _ in range(warmup):
-        call()
-    times = []
+def _time_interleaved(calls, runs, warmup):
+    """Median and 90th percentile (ms) of each call, the calls taking turns run by run.
+
+    Taking turns spreads whatever else the machine is doing evenly over the
+    rows, so their ratios stay fair on a shared machine.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in calls}
     for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, float(np.percentile(times, 90)) * 1e3
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return [(name, statistics.median(t) * 1e3, float(np.percentile(t, 90)) * 1e3) for name, t in times.items()]
+
+
+def _calibrate_batch_norm(model, images):
+    """Sets every batch-norm layer's moving statistics to those of ``images``.
+
+    A freshly built MobileNet shrinks its activations layer by layer in
+    inference mode (initial moving variance 1), so every anchor gets the class
+    bias's score and all 270,000 (anchor, class) pairs tie: the worst case for
+    NMS and nothing like a trained network, whose scores differ per anchor.
+    With the statistics of a few images the features have a trained network's
+    scale and the untrained predictor's scores spread around the 0.01 prior.
+    """
+    import keras
+
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images.astype(np.float32), training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
 
 
 def main(argv=None):
@@ -79,9 +113,11 @@ def main(argv=None):
         model = load_model(args.model_path)
     else:
         model = build_model(args.model, num_classes=args.num_classes, image_size=args.image_size)
+        _calibrate_batch_norm(model, np.random.default_rng(1).uniform(0, 255, (8, *model.image_size, 3)))
     height, width = model.image_size
     images = np.random.default_rng(0).integers(0, 256, (1, height, width, 3)).astype(np.uint8)
-    rows = []
+    floats = images.astype(np.float32)
+    model.jit_compile = False
     with tempfile.TemporaryDirectory() as tmp:
         plain = export.export_tflite(model, os.path.join(tmp, "plain.tflite"), nms="outside")
         files = {"tflite + NMS inside": dict(),
@@ -91,16 +127,15 @@ def main(argv=None):
                 nms_score_threshold=args.score_threshold)
         outside_detector = export.TFLiteDetector(plain, num_threads=args.threads)
         plain_runner = outside_detector.runner
-        rows.append(("tflite network + decoding", *_time(lambda: plain_runner(images=images), args.runs, args.warmup)))
+        calls = {"tflite network + decoding": lambda: plain_runner(images=images)}
         for index, (name, options) in enumerate(files.items()):
             path = export.export_tflite(model, os.path.join(tmp, f"nms{index}.tflite"), nms="in_file", **options)
             runner = export.TFLiteDetector(path, num_threads=args.threads).runner
-            rows.append((name, *_time(lambda: runner(images=images), args.runs, args.warmup)))
-        rows.append(("tflite + NMS outside", *_time(lambda: outside_detector(images), args.runs, args.warmup)))
+            calls[name] = lambda runner=runner: runner(images=images)
+        calls["tflite + NMS outside"] = lambda: outside_detector(images)
+        calls["keras predict_on_batch"] = lambda: model.predict_on_batch(floats)
         sizes = {name: os.path.getsize(path) / 1e6 for name, path in (("plain", plain), ("nms", path))}
-    floats = images.astype(np.float32)
-    model.jit_compile = False
-    rows.append(("keras predict_on_batch", *_time(lambda: model.predict_on_batch(floats), args.runs, args.warmup)))
+        rows = _time_interleaved(calls, args.runs, args.warmup)
     load_after = os.getloadavg()
 
     print(f"{model.name} {height}x{width}, {model.num_classes} classes, {model.num_anchors} anchors, float32, "

@@ -145,6 +145,14 @@ def test_tflite_with_nms_inside_matches_the_saved_model(trained_model, saved_mod
     expected = {k: v.numpy() for k, v in
                 saved_model.signatures["serving_default"](images=tf.constant(held_out_images)).items()}
     actual = detector(held_out_images)
+    # The file drops every candidate below the floor of certain NMS survivors before the op (what makes
+    # it fast); check that the floor is active on these images, so the comparison below covers it.
+    post = trained_model.postprocessor
+    decoded = export.decode_in_graph(trained_model, tf.constant(held_out_images))
+    for boxes, scores in zip(decoded["boxes"], decoded["scores"]):
+        floor = export.certain_score_floor(boxes, scores, post.score_threshold, post.iou_threshold,
+                                           post.max_detections, post.max_detections_per_class)
+        assert float(floor) > post.score_threshold
     threshold = 0.05  # the same threshold on both sides; below it scores may tie
     for b in range(len(held_out_images)):
         keep = expected["scores"][b] > threshold
