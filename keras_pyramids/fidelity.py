@@ -111,7 +111,15 @@ def batch_norm(layer):
 
 
 def augmentation(run):
-    return augmentation_of(run.config.crop_box_rule) if run.config.augment else "none"
+    c = run.config
+    if not c.augment:
+        return "none"
+    if c.flip and c.ssd_crop and not c.scale_jitter:
+        return augmentation_of(c.crop_box_rule)
+    parts = ([f"scale jitter {list(c.scale_jitter)}"] if c.scale_jitter else []) + (
+        [f"SSD random crop (box rule {c.crop_box_rule!r})"] if c.ssd_crop else []) + (
+        ["horizontal flip"] if c.flip else [])
+    return " + ".join(parts) or "none"
 
 
 def augmentation_of(rule):

@@ -103,3 +103,24 @@ def test_bad_arguments():
         load_dataset("shapes", "train", num_examples=2, min_size=0.8, max_size=0.5)
     with pytest.raises(ValueError, match="known datasets: shapes, coco_folder"):
         load_dataset("imagenet", "train")
+
+
+def test_glyphs_are_small_mirror_pairs_with_tight_boxes():
+    data = load_dataset("glyphs", "validation", num_examples=40)
+    assert data.class_names == list(shapes.GLYPH_CLASS_NAMES) and data.num_examples == 40
+    # A mirror turns each glyph of a pair into the other: flips change classes.
+    for name, mirror in shapes.GLYPH_MIRRORS.items():
+        a, b = shapes.GLYPH_CLASS_NAMES.index(name), shapes.GLYPH_CLASS_NAMES.index(mirror)
+        np.testing.assert_array_equal(shapes._glyph_mask(a, 15, 10)[:, ::-1], shapes._glyph_mask(b, 15, 10))
+        assert not np.array_equal(shapes._glyph_mask(a, 15, 10), shapes._glyph_mask(b, 15, 10))
+    boxes = np.concatenate([ex["boxes"] for ex in data.examples.as_numpy_iterator()]) * 256
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert 0.35 < (areas < 32 ** 2).mean() < 0.7  # COCO "small" boxes
+    assert np.sqrt(areas).min() < 16 and np.sqrt(areas).max() > 60
+    for index in range(10):
+        rng = shapes.example_rng(0, "train", index)
+        image, boxes, classes, masks = shapes.render_example(rng, 128, 0.05, 0.4, 6, 0.0, return_masks=True,
+                                                             style="glyphs")
+        for box, mask in zip(boxes, masks):
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            np.testing.assert_allclose(box, np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) / 128)

@@ -126,3 +126,64 @@ def test_bad_inputs():
         make_inference_pipeline([1, 2], 32, 2)
     with pytest.raises(ValueError, match="image_size"):
         make_inference_pipeline(_dataset(BOXES), (32, 0), 2)
+
+
+def _identity_assigner(boxes, classes):
+    """Targets that are the example's first box and class (padded), to compare augmented boxes directly."""
+    boxes = tf.concat([boxes, tf.zeros([1, 4])], axis=0)[:1]
+    classes = tf.concat([classes, [-1]], axis=0)[:1]
+    return {"boxes": boxes, "classes": classes}
+
+
+def test_cached_images_give_the_same_batches_and_are_not_decoded_again(tmp_path):
+    from keras_pyramids.data.coco_folder import write_coco_folder
+
+    write_coco_folder(load_dataset("glyphs", "train", num_examples=6, image_size=64), str(tmp_path))
+    data = load_dataset("coco_folder", "train", data_dir=str(tmp_path))
+    assert data.decoded_bytes == 6 * 64 * 64 * 3 and data.worth_caching()
+
+    def epochs(cache):
+        pipeline = make_detection_pipeline(data, _identity_assigner, 48, batch_size=3, training=True,
+                                           seed=4, flip=False, scale_jitter=(0.6, 1.6), cache=cache)
+        iterator = iter(pipeline.repeat(2))
+        first = [next(iterator) for _ in range(2)]
+        if cache:  # the second epoch must come from memory: the image files are gone
+            for image in (tmp_path / "images").iterdir():
+                image.rename(tmp_path / image.name)
+        second = [next(iterator) for _ in range(2)]
+        for image in tmp_path.glob("*.png"):
+            image.rename(tmp_path / "images" / image.name)
+        return first + second
+
+    for (images, targets), (cached_images, cached_targets) in zip(epochs(False), epochs(True)):
+        np.testing.assert_array_equal(images.numpy(), cached_images.numpy())
+        np.testing.assert_array_equal(targets["boxes"].numpy(), cached_targets["boxes"].numpy())
+        np.testing.assert_array_equal(targets["classes"].numpy(), cached_targets["classes"].numpy())
+
+
+def test_augmentations_switch_off_one_by_one():
+    data = _dataset([[[0.2, 0.1, 0.6, 0.3]]] * 4, size=(64, 64))
+    plain = next(iter(make_detection_pipeline(data, _identity_assigner, 64, 4, training=False)))
+
+    def batch(**switches):
+        return next(iter(make_detection_pipeline(data, _identity_assigner, 64, 4, training=True, seed=0,
+                                                 **switches)))
+
+    # Everything off: the images and boxes are the plain ones (shuffled; all examples carry the same box).
+    images, targets = batch(flip=False, ssd_crop=False)
+    np.testing.assert_array_equal(targets["boxes"].numpy(), plain[1]["boxes"].numpy())
+    # Flip alone: every box is the original or its mirror (x -> 1 - x).
+    _, targets = batch(ssd_crop=False)
+    mirrored = np.array([0.2, 0.7, 0.6, 0.9], np.float32)
+    for box in targets["boxes"].numpy()[:, 0]:
+        assert np.allclose(box, [0.2, 0.1, 0.6, 0.3], atol=1e-5) or np.allclose(box, mirrored, atol=1e-5)
+    # Scale jitter alone, factor 1: nothing moves; factor 0.5: a zoom out halves every box, grey around.
+    _, targets = batch(flip=False, ssd_crop=False, scale_jitter=(1.0, 1.0))
+    np.testing.assert_allclose(targets["boxes"].numpy(), plain[1]["boxes"].numpy(), atol=1e-6)
+    images, targets = batch(flip=False, ssd_crop=False, scale_jitter=(0.5, 0.5))
+    boxes = targets["boxes"].numpy()[:, 0]
+    np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], 0.2, atol=1e-5)
+    np.testing.assert_allclose(boxes[:, 3] - boxes[:, 1], 0.1, atol=1e-5)
+    assert (images.numpy() == 127.5).mean() > 0.7  # three quarters of the canvas is the padding
+    with pytest.raises(ValueError, match="scale_jitter"):
+        make_detection_pipeline(data, _identity_assigner, 64, 4, training=True, scale_jitter=(2.0, 1.0))

@@ -22,6 +22,17 @@
   (``prune_completely_outside_window``); the SSD paper's wording, keep a box
   "if the center of it is in the sampled patch", is ``box_rule="centre"``.
 
+- Scale jitter (:func:`random_scale_jitter`): the image is scaled by a
+  random factor and cropped or padded back to its frame, the Model Garden's
+  ``resize_and_crop_image`` with ``aug_scale_min`` / ``aug_scale_max`` for
+  images resized without keeping the aspect ratio; factors below 1 are SSD's
+  "zoom out" (section 3.6, "more small training examples"). Keras 3's
+  ``RandomZoom`` has no bounding-box support, hence the function.
+
+Each can be switched off on its own (``TrainConfig.flip``, ``ssd_crop``,
+``scale_jitter``): a horizontal flip turns a left-pointing arrow, a "b" or a
+mirrored glyph into another class.
+
 All boxes are normalised ``[ymin, xmin, ymax, xmax]``.
 """
 
@@ -183,3 +194,42 @@ def random_horizontal_flip(image, boxes, classes, flip_layer):
         training=True,
     )
     return out["images"], out["bounding_boxes"]["boxes"], classes
+
+
+# Grey of the canvas around a zoomed-out image (the middle of 0..255).
+PAD_VALUE = 127.5
+
+
+def random_scale_jitter(image, boxes, classes, scale_range, output_shape, seed):
+    """Scales an image by a random factor and crops or pads it back to its own frame.
+
+    A factor ``s`` is drawn uniformly from ``scale_range``; the output shows a
+    window of ``1 / s`` of the image's height and width at a random place
+    (inside the image for ``s > 1``, a zoom in; around it for ``s < 1``, a
+    zoom out onto a grey canvas), resampled bilinearly to ``output_shape``.
+    Boxes move into the window's frame (:func:`crop_boxes`: boxes entirely
+    outside it are dropped, the rest clipped).
+
+    Args:
+        image: ``[H, W, C]`` tensor.
+        boxes: float32 ``[M, 4]`` normalised yxyx.
+        classes: int32 ``[M]``.
+        scale_range: ``(min, max)`` factors, ``0 < min <= max``.
+        output_shape: ``(h, w)`` of the output image.
+        seed: int ``[2]`` tensor for the stateless random ops.
+
+    Returns:
+        ``(image float32 [h, w, C], boxes [K, 4], classes [K])``.
+    """
+    low, high = (float(v) for v in scale_range)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    scale = tf.random.stateless_uniform([], seeds[0], minval=low, maxval=high)
+    extent = 1.0 / scale
+    # The window's top-left corner: anywhere that keeps the window inside the
+    # image (zoom in) or the image inside the window (zoom out).
+    origin = tf.random.stateless_uniform([2], seeds[1]) * (1.0 - extent)
+    window = tf.concat([origin, origin + extent], axis=0)
+    image = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], window[None], [0], output_shape,
+                                     extrapolation_value=PAD_VALUE)[0]
+    boxes, classes = crop_boxes(boxes, classes, window)
+    return image, boxes, classes

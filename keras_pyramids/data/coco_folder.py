@@ -449,6 +449,7 @@ def load_coco_folder(
         ground_truth_fn=lambda: _copy_ground_truth(ground_truth),
         image_source=tuple((os.path.realpath(path), 0, 1) for path in parsed["paths"]),
         description=f"coco_folder split {split!r} ({annotation_file})",
+        decoded_bytes=sum(3 * image["width"] * image["height"] for image in ground_truth["images"]),
     )
 
 

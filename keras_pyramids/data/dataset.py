@@ -14,6 +14,7 @@ and unshuffled, so the training and evaluation pipelines
 """
 
 import dataclasses
+import os
 from typing import Callable, Hashable, List, Optional, Tuple
 
 import numpy as np
@@ -24,6 +25,16 @@ from keras_pyramids.data import coco_format
 # Float error allowed on normalised coordinates before a box counts as outside
 # the image; values within it are clipped to [0, 1].
 BOX_TOLERANCE = 1e-3
+# Decoded images are cached in memory when they take at most this share of it.
+CACHE_MEMORY_FRACTION = 0.25
+
+
+def physical_memory():
+    """Bytes of memory of this machine (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 @dataclasses.dataclass
@@ -51,6 +62,9 @@ class DetectionDataset:
             ``None`` when unknown.
         description: where the data comes from, for messages (e.g.
             ``"coco_folder split 'train' (data/annotations.json)"``).
+        decoded_bytes: memory the decoded images take (uint8 ``H x W x 3``
+            each), for sources that decode image files; ``None`` for sources
+            already in memory (the generated ones) or of unknown size.
     """
 
     examples: tf.data.Dataset
@@ -61,6 +75,7 @@ class DetectionDataset:
     protocol: str = "coco"
     image_source: Optional[Tuple[Tuple[Hashable, int, int], ...]] = None
     description: str = ""
+    decoded_bytes: Optional[int] = None
 
     def __post_init__(self):
         self.class_names = [str(name) for name in self.class_names]
@@ -78,6 +93,13 @@ class DetectionDataset:
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def worth_caching(self, memory_fraction=CACHE_MEMORY_FRACTION):
+        """Whether keeping the decoded images in memory pays: the source decodes files
+        (``decoded_bytes`` known) and they take at most ``memory_fraction`` of the machine's memory."""
+        if self.decoded_bytes is None:
+            return False
+        return self.decoded_bytes <= memory_fraction * physical_memory()
 
     def coco_ground_truth(self):
         """The evaluation ground truth as a COCO dict (:mod:`keras_pyramids.data.coco_format`).

@@ -52,6 +52,10 @@ def make_detection_pipeline(
     seed=None,
     drop_remainder=None,
     crop_box_rule="overlap",
+    flip=True,
+    ssd_crop=True,
+    scale_jitter=None,
+    cache=False,
 ):
     """Batches of ``(images, targets)`` for training or loss evaluation.
 
@@ -62,9 +66,9 @@ def make_detection_pipeline(
             {"boxes": [N, 4], "classes": [N]}`` (``model.target_assigner()``).
         image_size: int or ``(H, W)`` model input size.
         batch_size: examples per batch.
-        training: if True, shuffle and (when ``augment``) apply the SSD random
-            crop then a random horizontal flip; the dataset is not repeated
-            (``fit`` runs epochs).
+        training: if True, shuffle and (when ``augment``) apply the scale
+            jitter, the SSD random crop and a random horizontal flip, each
+            as switched; the dataset is not repeated (``fit`` runs epochs).
         shuffle_buffer: shuffle buffer size (training only).
         augment: apply augmentation when training.
         seed: seeds the shuffle and the per-example crop seeds; ``None`` for
@@ -74,6 +78,13 @@ def make_detection_pipeline(
         crop_box_rule: which boxes survive the SSD random crop: ``"overlap"``
             (the TF Object Detection API's rule) or ``"centre"`` (the SSD
             paper's wording); see :func:`keras_pyramids.data.augment.crop_boxes`.
+        flip: random horizontal flips (off for classes a mirror changes).
+        ssd_crop: SSD random crop.
+        scale_jitter: ``(min, max)`` factors of
+            :func:`~keras_pyramids.data.augment.random_scale_jitter`, or ``None``.
+        cache: keep the decoded source examples in memory after the first
+            pass, so later epochs do not decode the image files again (the
+            random shuffle, crops and flips still differ every epoch).
 
     Returns:
         ``tf.data.Dataset`` of ``(images float32 [B, H, W, 3] in 0..255,
@@ -86,9 +97,15 @@ def make_detection_pipeline(
     if drop_remainder is None:
         drop_remainder = bool(training)
     use_augment = bool(training and augment)
+    if cache:
+        dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    flip_layer = augment_lib.make_random_flip(seed) if use_augment else None
+    flip_layer = augment_lib.make_random_flip(seed) if use_augment and flip else None
+    if scale_jitter is not None:
+        low, high = (float(v) for v in scale_jitter)
+        if not 0 < low <= high:
+            raise ValueError(f"scale_jitter needs 0 < min <= max; got {list(scale_jitter)}.")
     # One independent [2] seed per example for the stateless crop ops, so the
     # crops are reproducible for a given `seed` despite parallel mapping.
     crop_seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
@@ -98,9 +115,15 @@ def make_detection_pipeline(
         image = example["image"]
         boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
         classes = tf.reshape(tf.cast(example["classes"], tf.int32), [-1])
-        if use_augment:
+        if use_augment and scale_jitter is not None:
+            # Its own seed from the example's, so switching the jitter on or off leaves the crops as they were.
+            jitter_seed = tf.random.experimental.stateless_fold_in(crop_seed, 1)
+            image, boxes, classes = augment_lib.random_scale_jitter(image, boxes, classes, scale_jitter,
+                                                                    image_shape, jitter_seed)
+        if use_augment and ssd_crop:
             image, boxes, classes = augment_lib.ssd_random_crop(image, boxes, classes, crop_seed,
                                                                 box_rule=crop_box_rule)
+        if flip_layer is not None:
             image, boxes, classes = augment_lib.random_horizontal_flip(
                 image, boxes, classes, flip_layer
             )

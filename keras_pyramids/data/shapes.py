@@ -1,4 +1,4 @@
-"""Built-in offline detection dataset: coloured shapes on textured backgrounds.
+"""Built-in offline detection datasets: coloured shapes (or glyphs) on textured backgrounds.
 
 Every image is drawn with numpy from a seed, so the dataset needs no files and
 no network and is identical on every machine. It is made for the README's
@@ -16,7 +16,18 @@ so no object is occluded and every box is fully supported by visible pixels.
 Each split has its own seed stream derived from the base seed
 (``SeedSequence([seed, split_code, index])``), so splits never share images and
 image ``i`` of a split does not depend on ``num_examples``.
+
+The ``"glyphs"`` style (:func:`load_glyphs`, dataset name ``glyphs``) is the
+small-object check of issue 16: eight glyph classes of which six are three
+mirror pairs (``triangle_left`` / ``triangle_right``, ``L`` / ``J``, ``S`` /
+``Z``: a horizontal flip changes their class, so flip augmentation must be
+switched off for them), objects from about 13 to 100 pixels on 256-pixel
+images with sizes drawn log-uniformly (most are COCO "small", under 32x32
+pixels), non-square boxes (L/J are 2:3, S/Z 3:2), lower contrast and three
+times the sensor noise of ``shapes``.
 """
+
+import dataclasses
 
 import functools
 import os
@@ -28,6 +39,12 @@ from keras_pyramids.data import coco_format
 from keras_pyramids.data.dataset import DetectionDataset
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
+GLYPH_CLASS_NAMES = ("triangle_left", "triangle_right", "L", "J", "S", "Z", "ring", "plus")
+# Mirror pairs of GLYPH_CLASS_NAMES: a horizontal flip turns one into the other.
+GLYPH_MIRRORS = {"triangle_left": "triangle_right", "triangle_right": "triangle_left",
+                 "L": "J", "J": "L", "S": "Z", "Z": "S"}
+# Box height : width of each glyph (the longer side is the drawn size).
+_GLYPH_ASPECT = {"L": (3, 2), "J": (3, 2), "S": (2, 3), "Z": (2, 3)}
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 DEFAULT_NUM_EXAMPLES = {"train": 2000, "validation": 200, "test": 200}
 DEFAULT_IMAGE_SIZE = 256
@@ -39,19 +56,17 @@ DEFAULT_EMPTY_FRACTION = 0.05
 
 # Pixels kept free between two objects' boxes.
 _GAP = 2
-# Minimum luma difference between an object's colour and the background so that
-# the shapes stay clearly visible through the background texture.
-_MIN_CONTRAST = 90.0
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _shape_mask(class_id, side):
-    """Boolean ``[side, side]`` mask of one shape filling a ``side``-pixel square.
+def _unit_grid(height, width):
+    """Pixel centres ``(i + 0.5) / n`` of a ``height x width`` box in unit coordinates, as ``(y [h, 1], x [1, w])``."""
+    return (np.arange(height) + 0.5)[:, None] / height, (np.arange(width) + 0.5)[None, :] / width
 
-    Pixel centres are at ``(i + 0.5) / side`` in unit coordinates.
-    """
-    t = (np.arange(side) + 0.5) / side
-    y, x = t[:, None], t[None, :]
+
+def _shape_mask(class_id, side):
+    """Boolean ``[side, side]`` mask of one shape filling a ``side``-pixel square."""
+    y, x = _unit_grid(side, side)
     name = CLASS_NAMES[class_id]
     if name == "circle":
         return (y - 0.5) ** 2 + (x - 0.5) ** 2 <= 0.25
@@ -64,6 +79,68 @@ def _shape_mask(class_id, side):
         # A plus sign with arms one third of the side thick.
         return (np.abs(y - 0.5) <= 1.0 / 6.0) | (np.abs(x - 0.5) <= 1.0 / 6.0)
     raise ValueError(f"Unknown shape class {class_id}.")
+
+
+def _glyph_mask(class_id, height, width):
+    """Boolean ``[height, width]`` mask of one glyph filling its box."""
+    y, x = _unit_grid(height, width)
+    name = GLYPH_CLASS_NAMES[class_id]
+    shape = (height, width)
+    if name == "triangle_right":  # apex at the right edge's middle
+        mask = np.abs(2.0 * y - 1.0) <= 1.0 - x
+    elif name == "triangle_left":
+        mask = np.abs(2.0 * y - 1.0) <= x
+    elif name == "L":  # a stem on the left, a foot to the right
+        mask = (x < 0.5) | (y >= 2.0 / 3.0)
+    elif name == "J":
+        mask = (x >= 0.5) | (y >= 2.0 / 3.0)
+    elif name == "Z":  # the Z tetromino: top row left, bottom row right
+        mask = ((y < 0.5) & (x < 2.0 / 3.0)) | ((y >= 0.5) & (x >= 1.0 / 3.0))
+    elif name == "S":
+        mask = ((y < 0.5) & (x >= 1.0 / 3.0)) | ((y >= 0.5) & (x < 2.0 / 3.0))
+    elif name == "ring":
+        radius = (y - 0.5) ** 2 + (x - 0.5) ** 2
+        mask = (radius <= 0.25) & (radius >= 0.09)
+    elif name == "plus":
+        mask = (np.abs(y - 0.5) <= 1.0 / 6.0) | (np.abs(x - 0.5) <= 1.0 / 6.0)
+    else:
+        raise ValueError(f"Unknown glyph class {class_id}.")
+    return np.broadcast_to(mask, shape)
+
+
+def _glyph_box(class_id, size):
+    """``(height, width)`` in pixels of a glyph whose longer side is ``size``."""
+    aspect_h, aspect_w = _GLYPH_ASPECT.get(GLYPH_CLASS_NAMES[class_id], (1, 1))
+    longer = max(aspect_h, aspect_w)
+    return max(3, round(size * aspect_h / longer)), max(3, round(size * aspect_w / longer))
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """What a generated dataset draws: its classes, object sizes, contrast and noise.
+
+    Attributes:
+        class_names: the classes.
+        mask: ``mask(class_id, height, width) -> bool [height, width]``.
+        box: ``box(class_id, size) -> (height, width)`` of an object of drawn size ``size``.
+        log_sizes: draw sizes log-uniformly (many small objects) instead of uniformly.
+        min_contrast: least luma difference between an object and its background.
+        noise: amplitude of the per-pixel noise over everything.
+    """
+
+    class_names: tuple
+    mask: object
+    box: object
+    log_sizes: bool
+    min_contrast: float
+    noise: int
+
+
+STYLES = {
+    "shapes": Style(CLASS_NAMES, lambda c, h, w: _shape_mask(c, h), lambda c, size: (size, size),
+                    log_sizes=False, min_contrast=90.0, noise=8),
+    "glyphs": Style(GLYPH_CLASS_NAMES, _glyph_mask, _glyph_box, log_sizes=True, min_contrast=60.0, noise=24),
+}
 
 
 def _background(rng, size):
@@ -85,27 +162,28 @@ def _background(rng, size):
     return image, float(base @ _LUMA)
 
 
-def _object_colour(rng, background_luma):
+def _object_colour(rng, background_luma, min_contrast):
     """A random RGB colour whose luma differs from the background's by at least
-    ``_MIN_CONTRAST``."""
+    ``min_contrast`` (so the objects stay visible through the background texture)."""
     for _ in range(50):
         colour = rng.uniform(0, 255, 3)
-        if abs(colour @ _LUMA - background_luma) >= _MIN_CONTRAST:
+        if abs(colour @ _LUMA - background_luma) >= min_contrast:
             return colour
     # Fallback (rare): a grey on the far side of the luma range.
     return np.full(3, 15.0 if background_luma > 127 else 240.0)
 
 
 def render_example(
-    rng, image_size, min_size, max_size, max_objects, empty_fraction, return_masks=False
+    rng, image_size, min_size, max_size, max_objects, empty_fraction, return_masks=False, style="shapes"
 ):
-    """Draws one image.
+    """Draws one image in ``style`` (a name in :data:`STYLES`).
 
     Returns:
         ``(image uint8 [S, S, 3], boxes float32 [M, 4] normalised yxyx,
         classes int32 [M])``, plus ``masks bool [M, S, S]`` (each object's
         drawn pixels) if ``return_masks``.
     """
+    style = STYLES[style]
     image, background_luma = _background(rng, image_size)
     if rng.random() < empty_fraction:
         wanted = 0
@@ -114,27 +192,32 @@ def render_example(
     placed = []  # [top, left, bottom, right) in pixels, for the overlap test
     boxes, classes, masks = [], [], []
     for _ in range(wanted):
-        class_id = int(rng.integers(len(CLASS_NAMES)))
-        side = int(round(rng.uniform(min_size, max_size) * image_size))
-        side = max(4, min(side, image_size))
+        class_id = int(rng.integers(len(style.class_names)))
+        if style.log_sizes:
+            size = np.exp(rng.uniform(np.log(min_size), np.log(max_size)))
+        else:
+            size = rng.uniform(min_size, max_size)
+        side = max(4, min(int(round(size * image_size)), image_size))
+        height, width = style.box(class_id, side)
         # Rejection sampling of the position keeps objects apart; big objects
         # leave little room, so an image may end up with fewer than `wanted`.
         for _attempt in range(30):
-            top = int(rng.integers(0, image_size - side + 1))
-            left = int(rng.integers(0, image_size - side + 1))
+            top = int(rng.integers(0, image_size - height + 1))
+            left = int(rng.integers(0, image_size - width + 1))
             if all(
-                top >= b + _GAP or top + side + _GAP <= t or left >= r + _GAP or left + side + _GAP <= l
+                top >= b + _GAP or top + height + _GAP <= t or left >= r + _GAP or left + width + _GAP <= l
                 for t, l, b, r in placed
             ):
                 break
         else:
             continue
-        mask = _shape_mask(class_id, side)
-        image[top : top + side, left : left + side][mask] = _object_colour(rng, background_luma)
-        placed.append((top, left, top + side, left + side))
+        mask = style.mask(class_id, height, width)
+        image[top : top + height, left : left + width][mask] = _object_colour(rng, background_luma,
+                                                                              style.min_contrast)
+        placed.append((top, left, top + height, left + width))
         if return_masks:
             full = np.zeros((image_size, image_size), bool)
-            full[top : top + side, left : left + side] = mask
+            full[top : top + height, left : left + width] = mask
             masks.append(full)
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
@@ -148,7 +231,7 @@ def render_example(
         )
         classes.append(class_id)
     # Fine sensor-like noise over everything, objects included.
-    image += rng.integers(-8, 9, (image_size, image_size, 1), dtype=np.int8)
+    image += rng.integers(-style.noise, style.noise + 1, (image_size, image_size, 1), dtype=np.int8)
     np.clip(image, 0, 255, out=image)
     image = image.astype(np.uint8)
     result = (image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int32))
@@ -173,8 +256,9 @@ def generate_split(
     max_size=DEFAULT_MAX_SIZE,
     max_objects=DEFAULT_MAX_OBJECTS,
     empty_fraction=DEFAULT_EMPTY_FRACTION,
+    style="shapes",
 ):
-    """Generates (and caches in memory) a whole split as numpy arrays.
+    """Generates (and caches in memory) a whole split as numpy arrays in ``style``.
 
     Returns:
         ``(images uint8 [N, S, S, 3], boxes list of float32 [M_i, 4],
@@ -182,6 +266,8 @@ def generate_split(
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown shapes split {split!r}; known splits: {', '.join(SPLITS)}.")
+    if style not in STYLES:
+        raise ValueError(f"Unknown style {style!r}; known styles: {', '.join(STYLES)}.")
     if not 0 < min_size <= max_size <= 1:
         raise ValueError(f"Need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}.")
     if max_objects < 1:
@@ -195,7 +281,7 @@ def generate_split(
     for index in range(num_examples):
         rng = example_rng(seed, split, index)
         images[index], image_boxes, image_classes = render_example(
-            rng, image_size, min_size, max_size, max_objects, empty_fraction
+            rng, image_size, min_size, max_size, max_objects, empty_fraction, style=style
         )
         boxes.append(image_boxes)
         classes.append(image_classes)
@@ -207,7 +293,8 @@ def _cached_on_disk(cache_dir, split, num_examples, image_size, seed, options):
     """Loads the split from ``cache_dir`` if a cache file for exactly these
     settings exists, else generates it and writes that file (never replacing an
     existing one)."""
-    key = "_".join(f"{k}{v}" for k, v in sorted(options.items()))
+    # The shapes style keeps the file names it had before styles existed.
+    key = "_".join(f"{k}{v}" for k, v in sorted(options.items()) if (k, v) != ("style", "shapes"))
     path = os.path.join(
         cache_dir, f"shapes_v1_{split}_n{num_examples}_s{image_size}_seed{seed}_{key}.npz"
     )
@@ -272,6 +359,7 @@ def load_shapes(
     max_objects=DEFAULT_MAX_OBJECTS,
     empty_fraction=DEFAULT_EMPTY_FRACTION,
     cache_dir=None,
+    style="shapes",
 ):
     """The built-in shapes dataset as a :class:`DetectionDataset`.
 
@@ -288,10 +376,11 @@ def load_shapes(
         empty_fraction: probability that an image has no objects.
         cache_dir: optional directory for an ``.npz`` cache of the split
             (generation is fast, so this is only for repeated runs).
+        style: ``"shapes"``, or ``"glyphs"`` (:func:`load_glyphs` has its defaults).
 
     Returns:
         :class:`DetectionDataset` with classes ``circle, square, triangle,
-        cross``; ``image_id`` is ``index + 1``.
+        cross`` (glyphs: :data:`GLYPH_CLASS_NAMES`); ``image_id`` is ``index + 1``.
     """
     if num_examples is None:
         if split not in DEFAULT_NUM_EXAMPLES:
@@ -302,7 +391,11 @@ def load_shapes(
         max_size=float(max_size),
         max_objects=int(max_objects),
         empty_fraction=float(empty_fraction),
+        style=str(style),
     )
+    if style not in STYLES:
+        raise ValueError(f"Unknown style {style!r}; known styles: {', '.join(STYLES)}.")
+    class_names = STYLES[style].class_names
     if cache_dir is not None:
         images, boxes, classes = _cached_on_disk(
             cache_dir, split, int(num_examples), int(image_size), int(seed), options
@@ -312,7 +405,7 @@ def load_shapes(
             split, int(num_examples), int(image_size), int(seed), **options
         )
     examples = _examples_from_arrays(images, boxes, classes)
-    category_ids = list(range(len(CLASS_NAMES)))
+    category_ids = list(range(len(class_names)))
     image_ids = np.arange(1, len(images) + 1)
     sizes = [images.shape[1:3]] * len(images)
     # Image i of a split depends only on the seed, the split and the drawing
@@ -320,12 +413,46 @@ def load_shapes(
     collection = ("shapes", split, int(seed), int(image_size), tuple(sorted(options.items())))
     return DetectionDataset(
         examples=examples,
-        class_names=list(CLASS_NAMES),
+        class_names=list(class_names),
         category_ids=category_ids,
         num_examples=len(images),
         ground_truth_fn=lambda: coco_format.ground_truth_from_arrays(
-            image_ids, sizes, boxes, classes, category_ids, CLASS_NAMES
+            image_ids, sizes, boxes, classes, category_ids, class_names
         ),
         image_source=((collection, 0, len(images)),),
-        description=f"shapes split {split!r}",
+        description=f"{style} split {split!r}",
     )
+
+
+GLYPHS_NUM_EXAMPLES = {"train": 1000, "validation": 200, "test": 200}
+
+
+def load_glyphs(
+    split="train",
+    num_examples=None,
+    image_size=256,
+    seed=DEFAULT_SEED,
+    min_size=0.05,
+    max_size=0.4,
+    max_objects=6,
+    empty_fraction=DEFAULT_EMPTY_FRACTION,
+    cache_dir=None,
+):
+    """The built-in small-object dataset (dataset name ``glyphs``): the ``"glyphs"`` style of
+    :func:`load_shapes` (see the module docstring) with its own defaults.
+
+    Args:
+        split: ``"train"`` (default 1000 images), ``"validation"`` or ``"test"`` (200 each).
+        min_size, max_size: the longer side of an object as a fraction of the
+            image side, drawn log-uniformly (13 to 102 pixels at 256).
+        The rest as :func:`load_shapes`.
+
+    Returns:
+        :class:`DetectionDataset` with classes :data:`GLYPH_CLASS_NAMES`.
+    """
+    if num_examples is None:
+        if split not in GLYPHS_NUM_EXAMPLES:
+            raise ValueError(f"Unknown glyphs split {split!r}; known splits: {', '.join(SPLITS)}.")
+        num_examples = GLYPHS_NUM_EXAMPLES[split]
+    return load_shapes(split, num_examples, image_size, seed, min_size, max_size, max_objects,
+                       empty_fraction, cache_dir, style="glyphs")

@@ -2,7 +2,7 @@
 
 from keras_pyramids.data import coco_folder, shapes, tfds_datasets
 
-DATASET_NAMES = ("shapes", "coco_folder", "coco/2017", "voc/2007")
+DATASET_NAMES = ("shapes", "coco_folder", "glyphs", "coco/2017", "voc/2007")
 
 
 def load_dataset(name, split, data_dir=None, **kwargs):
@@ -10,7 +10,8 @@ def load_dataset(name, split, data_dir=None, **kwargs):
 
     Args:
         name: ``"shapes"`` (built-in, generated from a seed; kwargs
-            ``num_examples``, ``image_size``, ``seed``...), ``"coco_folder"``
+            ``num_examples``, ``image_size``, ``seed``...), ``"glyphs"`` (built-in
+            small objects, :func:`keras_pyramids.data.shapes.load_glyphs`), ``"coco_folder"``
             (a COCO-format folder: ``data_dir``, or kwargs ``annotation_file`` +
             ``image_dir``, or ``splits``), ``"coco/2017"`` or ``"voc/2007"``
             (TensorFlow Datasets; ``data_dir`` is passed to TFDS; nothing is
@@ -34,6 +35,10 @@ def load_dataset(name, split, data_dir=None, **kwargs):
         if data_dir is not None:
             kwargs.setdefault("cache_dir", data_dir)
         return shapes.load_shapes(split, **kwargs)
+    if name == "glyphs":
+        if data_dir is not None:
+            kwargs.setdefault("cache_dir", data_dir)
+        return shapes.load_glyphs(split, **kwargs)
     if name == "coco_folder":
         return coco_folder.load_coco_folder(data_dir, split=split, **kwargs)
     if name in tfds_datasets.TFDS_NAMES:

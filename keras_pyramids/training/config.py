@@ -23,13 +23,14 @@ from keras_pyramids.evaluation import get_protocol
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.registry import check_kind, check_model_kwargs
 from keras_pyramids.training.optimizers import OPTIMIZERS
+from keras_pyramids.training.run_anchors import check_fit_anchors
 from keras_pyramids.training.schedules import WarmupPiecewiseConstant
 from keras_pyramids.training.strategy import STRATEGIES
 
 # Settings that define what is being trained: an interrupted run may only be
 # resumed with the same values (epochs, learning rate, logging, evaluation may change).
 RESUME_KEYS = ("model", "model_kwargs", "dataset", "dataset_kwargs", "train_split", "image_size",
-               "batch_size", "optimizer")
+               "batch_size", "optimizer", "fit_anchors")
 
 # Model factory arguments the trainer sets itself.
 _TRAINER_MODEL_KWARGS = {"num_classes": "it is the training dataset's class count",
@@ -48,6 +49,10 @@ class TrainConfig:
             of this same network (e.g. the FD-WT weights ``keras-pyramids pod
             deploy`` writes); loaded once the model is built. A resumed run
             continues from its backup instead.
+        fit_anchors: fit the anchor scales and aspect ratios to the training
+            boxes (most boxes with an anchor at the matching IoU; coverage
+            printed before and after, kept in the model); ``None`` (default):
+            on a ``coco_folder`` only, the models' paper anchors elsewhere.
         dataset: ``keras_pyramids.data.load_dataset`` name (``shapes``,
             ``coco_folder``, ``coco/2017``, ``voc/2007``).
         data_dir: where the dataset lives (meaning depends on the dataset).
@@ -76,7 +81,16 @@ class TrainConfig:
             ``w -= lr * weight_decay * w``); for plain SGD this equals an L2
             loss ``weight_decay / 2 * |w|^2``.
         clipnorm: optional per-variable gradient norm clipping.
-        augment: random training augmentation in the data pipeline.
+        augment: random training augmentation in the data pipeline (the
+            switches below choose which).
+        flip: random horizontal flips (switch off when a mirror changes the
+            class: arrows, letters, mirrored glyphs).
+        ssd_crop: the SSD random crop.
+        scale_jitter: ``[min, max]`` random zoom factors (below 1: zoom out
+            onto a grey canvas; above 1: zoom in); empty: off.
+        cache_images: keep the decoded training images in memory after the
+            first epoch; ``None`` (default): when the source decodes image
+            files and they take at most a quarter of the machine's memory.
         crop_box_rule: which boxes survive the SSD random crop: ``"overlap"``
             (the TF Object Detection API's ``ssd_random_crop``) or ``"centre"``
             (the SSD paper's wording).
@@ -107,6 +121,7 @@ class TrainConfig:
     model: str = "ppn_mobilenet"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     init_from: Optional[str] = None
+    fit_anchors: Optional[bool] = None
     dataset: str = "shapes"
     data_dir: Optional[str] = None
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -127,6 +142,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     clipnorm: Optional[float] = None
     augment: bool = True
+    flip: bool = True
+    ssd_crop: bool = True
+    scale_jitter: list = dataclasses.field(default_factory=list)
+    cache_images: Optional[bool] = None
     crop_box_rule: str = "overlap"
     seed: Optional[int] = None
     strategy: str = "default"
@@ -184,7 +203,10 @@ class TrainConfig:
         check.check_number("momentum", self.momentum, minimum=0, maximum=1, max_inclusive=False)
         check.check_number("clipnorm", self.clipnorm, minimum=0, min_inclusive=False, allow_none=True)
         check.check_number("visualize_score_threshold", self.visualize_score_threshold, minimum=0, maximum=1)
-        check.check_bool("augment", self.augment)
+        for name in ("augment", "flip", "ssd_crop"):
+            check.check_bool(name, getattr(self, name))
+        check.check_bool("cache_images", self.cache_images, allow_none=True)
+        _check_scale_jitter(self.scale_jitter)
         check.check_choice("crop_box_rule", self.crop_box_rule, BOX_RULES)
         if self.learning_rate_values or self.learning_rate_boundaries:
             WarmupPiecewiseConstant(self.learning_rate_boundaries, self.learning_rate_values,
@@ -200,6 +222,8 @@ class TrainConfig:
             if name in self.model_kwargs:
                 raise ValueError(f"model_kwargs may not set {name}: {why}.")
         check_model_kwargs(self.model, self.model_kwargs, what="model_kwargs")
+        check.check_bool("fit_anchors", self.fit_anchors, allow_none=True)
+        check_fit_anchors(self)
         _check_dataset_kwargs(self.dataset, self.dataset_kwargs)
 
     def to_dict(self):
@@ -237,11 +261,21 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+def _check_scale_jitter(value):
+    if not isinstance(value, (list, tuple)) or len(value) not in (0, 2):
+        raise ValueError(f"scale_jitter must be [] (off) or [min, max]; got {value!r}.")
+    for item in value:
+        check.check_number("scale_jitter", item, minimum=0, min_inclusive=False)
+    if value and value[0] > value[1]:
+        raise ValueError(f"scale_jitter needs min <= max; got {list(value)}.")
+
+
 def _dataset_loader(name):
     """The function behind ``load_dataset(name, ...)``: ``dataset_kwargs`` are its arguments."""
     # TODO(data): a DATASET_LOADERS table in keras_pyramids.data would let this
     # follow renames there; these are the functions load_dataset dispatches to.
-    return {"shapes": shapes.load_shapes, "coco_folder": coco_folder.load_coco_folder}.get(
+    return {"shapes": shapes.load_shapes, "glyphs": shapes.load_glyphs,
+            "coco_folder": coco_folder.load_coco_folder}.get(
         name, tfds_datasets.load_tfds)
 
 

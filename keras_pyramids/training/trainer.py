@@ -42,7 +42,6 @@ import tensorflow as tf
 from keras_pyramids.categories import CATEGORIES_FILE, Categories
 from keras_pyramids.data import load_dataset, make_detection_pipeline
 from keras_pyramids.progress import StepProgress
-from keras_pyramids.registry import build_model
 from keras_pyramids.training import run_dir as run_files
 from keras_pyramids.training.checkpoints import (
     AtomicBackupAndRestore,
@@ -56,6 +55,7 @@ from keras_pyramids.training.data_checks import check_learnable
 from keras_pyramids.training.logger import EpochLogger
 from keras_pyramids.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_pyramids.training.optimizers import make_optimizer
+from keras_pyramids.training.run_anchors import build_run_model
 from keras_pyramids.training.run_evaluation import eval_callback, evaluate_run, load_eval_data
 from keras_pyramids.training.strategy import default_jit_compile, get_strategy, is_chief, is_multi_worker
 
@@ -191,8 +191,7 @@ def train(config, callbacks=(), evaluate=True):
     total_steps = config.epochs * steps_per_epoch
 
     with strategy.scope():
-        model = build_model(config.model, num_classes=train_data.num_classes,
-                            image_size=config.image_size, **config.model_kwargs)
+        model = build_run_model(config, train_data, run, chief=chief, verbose=bool(config.verbose))
         if config.init_from:
             _load_initial_weights(model, config.init_from)
         model.compile(optimizer=make_optimizer(config, total_steps), jit_compile=jit_compile)
@@ -200,6 +199,8 @@ def train(config, callbacks=(), evaluate=True):
     pipeline = make_detection_pipeline(
         train_data.examples, model.target_assigner(), model.image_size, config.batch_size,
         training=True, augment=config.augment, seed=config.seed, crop_box_rule=config.crop_box_rule,
+        flip=config.flip, ssd_crop=config.ssd_crop, scale_jitter=config.scale_jitter or None,
+        cache=train_data.worth_caching() if config.cache_images is None else config.cache_images,
     )
     # Repeat so that steps_per_epoch alone decides the epoch length.
     pipeline = pipeline.repeat()
