@@ -1,5 +1,6 @@
 """Faster R-CNN (C4 and FPN): detectron2's parameter count, outputs, .keras round trip, a train step."""
 
+import os
 import warnings
 
 import keras
@@ -10,6 +11,11 @@ import tensorflow as tf
 import keras_pyramids as kp
 from keras_pyramids.models.two_stage import TwoStageDetector
 from keras_pyramids.ops.ground_truth import GroundTruthTruncatedWarning
+from keras_pyramids.training.config import TrainConfig
+from keras_pyramids.training.optimizers import make_optimizer
+from keras_pyramids.training.schedules import WarmupPiecewiseConstant
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BATCH_NORM = ("gamma", "beta", "moving_mean", "moving_variance")
 SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
@@ -81,3 +87,42 @@ def test_both_families_build_in_one_process():
     kp.build_model("ppn_mobilenet", num_classes=2, image_size=64, depth_multiplier=0.25)
     model = kp.build_model("faster_rcnn_resnet50_fpn", **SMALL["faster_rcnn_resnet50_fpn"])
     assert isinstance(model, TwoStageDetector) and model.kind == "detector"
+
+
+def test_l2_regularization_is_a_loss_on_the_kernels():
+    """The references' SGD weight decay 1e-4 as a loss term: 1e-4 / 2 * sum(w^2) over conv / dense kernels."""
+    model = kp.build_model("faster_rcnn_resnet50_fpn", **SMALL["faster_rcnn_resnet50_fpn"], l2_regularization=1e-4)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+    targets = model.target_assigner()(tf.constant([[0.2, 0.2, 0.6, 0.7]]), tf.constant([1]))
+    losses = model.compute_losses(images, {k: v[None] for k, v in targets.items()}, training=False)
+    kernels = [v for v in model.trainable_variables if v.path.endswith("kernel")]
+    # ResNet-50: 53 convs; FPN: 4 lateral + 4 output; RPN: 3; box head: 2 fc + 2 predictors.
+    assert len(kernels) == 53 + 8 + 3 + 4
+    expected = 1e-4 / 2 * sum(float(np.sum(np.square(np.asarray(k)))) for k in kernels)
+    np.testing.assert_allclose(float(losses["l2_loss"]), expected, rtol=1e-5)
+    assert "l2_loss" in [m.name for m in model.metrics]
+    assert keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model)).l2_regularization == 1e-4
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_resnet50_c4", "faster_rcnn_resnet101_c4", "faster_rcnn_resnet50_fpn",
+                                  "faster_rcnn_resnet101_fpn"])
+def test_pod_table2_experiment_configs(name):
+    """POD section 4.1: SGD 0.9, weight decay 1e-4, 0.00125 per image, 13 epochs x0.1 at 8 and 11, warm-up, flip only."""
+    config = TrainConfig.from_json(os.path.join(REPO, "experiments", f"{name}_coco.json"))
+    assert config.model == name and config.dataset == "coco/2017" and config.eval_split == "validation"
+    assert (config.optimizer, config.momentum) == ("sgd", 0.9)
+    assert config.model_kwargs["l2_regularization"] == 1e-4 and config.weight_decay == 0.0
+    assert config.model_kwargs["backbone_weights"] == "imagenet"
+    assert config.augment and config.flip and not config.ssd_crop and not config.scale_jitter  # flip only
+    assert config.steps_per_epoch == 118_287 // config.batch_size and config.epochs == 13
+    optimizer = make_optimizer(config, config.epochs * config.steps_per_epoch)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.weight_decay is None
+    schedule = WarmupPiecewiseConstant(config.learning_rate_boundaries, config.learning_rate_values,
+                                       config.warmup_learning_rate, config.warmup_steps)
+    epoch = config.steps_per_epoch
+    epochs = (1, 7.999, 8.001, 10.999, 11.001, 13)
+    peak = 0.00125 * config.batch_size
+    assert 0 < float(schedule(0)) < peak / 2 and config.warmup_steps > 0  # linear warm-up
+    np.testing.assert_allclose([float(schedule(int(e * epoch))) for e in epochs],
+                               [peak, peak, peak / 10, peak / 10, peak / 100, peak / 100], rtol=1e-6)

@@ -55,6 +55,7 @@ def build_faster_rcnn(
     max_boxes=100,
     postprocess=None,
     pod=None,
+    l2_regularization=0.0,
     name=None,
     backbone=None,
     backbone_options=None,
@@ -81,6 +82,9 @@ def build_faster_rcnn(
             (global scale learners in conv3..conv5; with C4, conv5 is the box
             head's) or ``{"scales": {layer: [d_h, d_w]}}`` (the fast-deployment
             network); ``_gsl`` / ``_fd`` is appended to the name.
+        l2_regularization: weight decay as an L2 loss on the kernels (the
+            references' SGD weight decay 1e-4; see
+            :class:`~keras_pyramids.models.two_stage.TwoStageDetector`).
         name: model name.
         backbone: a backbone name of the composer (default ``resnet{depth}``;
             IPG-Net's detectors use ``ipg_resnet{depth}``).
@@ -122,6 +126,7 @@ def build_faster_rcnn(
             roi_sampler=sampler,
             postprocessor=postprocessor,
             max_boxes=max_boxes,
+            l2_regularization=l2_regularization,
             name=name,
         )
     backbone = make_backbone((height, width, 3), outputs=levels, **backbone_kwargs)
@@ -140,6 +145,7 @@ def build_faster_rcnn(
         roi_sampler=sampler,
         postprocessor=postprocessor,
         max_boxes=max_boxes,
+        l2_regularization=l2_regularization,
         name=name,
     )
 

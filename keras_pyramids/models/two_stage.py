@@ -45,7 +45,7 @@ from keras import ops
 from keras_pyramids.image_size import to_hw
 from keras_pyramids.models.detector import Detector, scale_loss_for_replicas, with_batch_axis_for_multi_worker
 from keras_pyramids.ops.ground_truth import pad_ground_truth
-from keras_pyramids.ops.losses import smooth_l1
+from keras_pyramids.ops.losses import l2_kernel_loss, regularized_kernels, smooth_l1
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.ops.proposals import ProposalGenerator, decode_clamped
 from keras_pyramids.ops.roi_align import RoIAlign
@@ -53,6 +53,7 @@ from keras_pyramids.ops.roi_sampler import RoISampler
 from keras_pyramids.ops.rpn_label_encoder import RPNLabelEncoder
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_box_loss", "class_loss", "box_loss")
+L2_LOSS = "l2_loss"
 
 
 def _deserialize(value):
@@ -98,6 +99,11 @@ class TwoStageDetector(Detector, keras.Model):
         image_size: ``(H, W)`` input size; needed when the backbone is built
             for any size (``(None, None, 3)``, as a multi-scale pooler needs),
             otherwise the backbone's own.
+        l2_regularization: weight decay as a loss term, ``l2 / 2 * sum(w ** 2)``
+            over the trainable kernels (reported as ``l2_loss``): its gradient
+            ``l2 * w`` goes through the optimizer's momentum like PyTorch's SGD
+            ``weight_decay`` (detectron2's ``WEIGHT_DECAY``), which Keras'
+            decoupled ``weight_decay`` does not. 0: none.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class TwoStageDetector(Detector, keras.Model):
         max_boxes=100,
         box_loss_beta=1.0 / 9.0,
         image_size=None,
+        l2_regularization=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -150,6 +157,9 @@ class TwoStageDetector(Detector, keras.Model):
         if self.max_boxes < 1:
             raise ValueError(f"max_boxes must be >= 1; got {max_boxes}.")
         self.box_loss_beta = float(box_loss_beta)
+        self.l2_regularization = float(l2_regularization)
+        if not self.l2_regularization >= 0.0:
+            raise ValueError(f"l2_regularization must be >= 0; got {l2_regularization}.")
 
         images = keras.Input(shape=input_shape, name="images")
         maps = neck(backbone(images))
@@ -199,7 +209,8 @@ class TwoStageDetector(Detector, keras.Model):
         pooled = roi_pooler(roi_maps if len(roi_maps) > 1 else roi_maps[0], rois)
         features = box_features(pooled) if box_features is not None else pooled
         self.second_stage = keras.Model([*roi_maps, rois], box_head(features), name="second_stage")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
+        names = ("loss", *LOSS_NAMES) + ((L2_LOSS,) if self.l2_regularization else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         # Every weight exists now (both stages are built functional models).
         self.built = True
 
@@ -253,11 +264,12 @@ class TwoStageDetector(Detector, keras.Model):
         return assign
 
     def compute_losses(self, images, targets, training):
-        """The four losses of a batch (dict of scalars), as :data:`LOSS_NAMES`."""
+        """The losses of a batch (dict of scalars): :data:`LOSS_NAMES`, and ``l2_loss`` with ``l2_regularization``."""
         gt_boxes = tf.cast(targets["boxes"], tf.float32)
         gt_classes = tf.cast(targets["classes"], tf.int32)
         gt_valid = gt_classes >= 0
-        step = tf.cast(self.optimizer.iterations, tf.int32) if self.optimizer is not None else tf.constant(0)
+        optimizer = getattr(self, "optimizer", None)  # uncompiled: no optimizer attribute at all
+        step = tf.cast(optimizer.iterations, tf.int32) if optimizer is not None else tf.constant(0)
         first = self.first_stage(images, training=training)
         rpn = first["rpn"]
         rpn_targets = self.rpn_label_encoder.encode(self.anchors, gt_boxes, gt_valid, tf.stack([step, 1]))
@@ -281,7 +293,10 @@ class TwoStageDetector(Detector, keras.Model):
         deltas = tf.gather(second["boxes"], target_class, axis=2, batch_dims=2)
         foreground = tf.cast(rois["foreground"], tf.float32)
         box_loss = tf.reduce_sum(smooth_l1(rois["box_targets"], deltas, self.box_loss_beta) * foreground) / count
-        return dict(zip(LOSS_NAMES, (rpn_class_loss, rpn_box_loss, class_loss, box_loss)))
+        losses = dict(zip(LOSS_NAMES, (rpn_class_loss, rpn_box_loss, class_loss, box_loss)))
+        if self.l2_regularization:
+            losses[L2_LOSS] = l2_kernel_loss(regularized_kernels(self.trainable_variables), self.l2_regularization)
+        return losses
 
     def _update_trackers(self, losses):
         total = tf.add_n(list(losses.values()))
@@ -313,7 +328,8 @@ class TwoStageDetector(Detector, keras.Model):
                  "rpn_label_encoder", "proposal_generator", "roi_sampler", "postprocessor")
         config = {key: keras.saving.serialize_keras_object(getattr(self, key)) for key in parts}
         config.update(name=self.name, trainable=self.trainable, num_classes=self.num_classes,
-                      max_boxes=self.max_boxes, box_loss_beta=self.box_loss_beta, image_size=list(self.image_size))
+                      max_boxes=self.max_boxes, box_loss_beta=self.box_loss_beta, image_size=list(self.image_size),
+                      l2_regularization=self.l2_regularization)
         return config
 
     @classmethod
