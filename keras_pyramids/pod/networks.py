@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_pyramids.backbones.resnet import DEPTHS, register_conv3x3
 from keras_pyramids.layers.global_scale_conv import GlobalScaleConv2D
-from keras_pyramids.layers.scale_decomposed_conv import ScaleDecomposedConv2D
+from keras_pyramids.layers.scale_decomposed_conv import DilatedConv2D, ScaleDecomposedConv2D
 from keras_pyramids.pod.decomposition import decompose_scale
 
 # Section 3.1: GSL modules on every 3x3 of conv3, conv4 and conv5 ("the learnt scales [of conv2]
@@ -42,7 +42,8 @@ def scale_decomposed_conv3x3(filters, kernel_size, strides, dilation_rate, name,
     """The FD convolution of layer ``name`` at its learnt scale ``scales[name]`` (section 3.2).
 
     A layer without a scale keeps the stage's dilation. One integral
-    sub-convolution that needs no alignment fix is a plain ``Conv2D`` (the
+    sub-convolution that needs no alignment fix is a plain ``Conv2D`` (a
+    :class:`~keras_pyramids.layers.scale_decomposed_conv.DilatedConv2D`, the
     baseline's layer and weight names); otherwise a
     :class:`~keras_pyramids.layers.ScaleDecomposedConv2D`.
     """
@@ -52,8 +53,8 @@ def scale_decomposed_conv3x3(filters, kernel_size, strides, dilation_rate, name,
     sub_convs = decompose_scale(d_h, d_w, filters)
     only = sub_convs[0]
     if len(sub_convs) == 1 and (strides == 1 or (only.kernel_size == (3, 3) and only.dilation_rate == (1, 1))):
-        return keras.layers.Conv2D(filters, only.kernel_size, strides=strides, dilation_rate=only.dilation_rate,
-                                   padding="same", use_bias=False, name=name)
+        return DilatedConv2D(filters, only.kernel_size, strides=strides, dilation_rate=only.dilation_rate,
+                             padding="same", use_bias=False, name=name)
     return ScaleDecomposedConv2D([s.to_config() for s in sub_convs], strides=strides, name=name)
 
 
