@@ -5,7 +5,7 @@ For RetinaNet R50-FPN and Faster R-CNN R50-C4 (``retinanet_resnet50_fpn``,
 ``faster_rcnn_resnet50_c4``) at one stated resolution, prints the batch-1
 latency of ``predict_on_batch`` (the compiled predict function: backbone,
 neck, heads, decoding and NMS; median and 90th percentile over ``--runs``
-calls after ``--warmup``) of
+calls after ``--warmup``, the three variants taking turns call by call) of
 
 - the baseline (``pod=None``),
 - the GSL network (``pod="gsl"``: every 3x3 of conv3..conv5 a GlobalScaleConv2D),
@@ -56,16 +56,23 @@ def table3_scales(model_name):
     return scales
 
 
-def latency(model, runs, warmup):
-    images = np.random.default_rng(0).uniform(0, 255, (1, *model.image_size, 3)).astype(np.float32)
-    for _ in range(warmup):
-        model.predict_on_batch(images)
-    times = []
+def latencies(models, runs, warmup):
+    """``[(median, p90)]`` seconds per batch-1 ``predict_on_batch`` call of each model.
+
+    The models take turns call by call, so a change in the machine's load
+    (other jobs on shared cores) touches every model alike.
+    """
+    images = np.random.default_rng(0).uniform(0, 255, (1, *models[0].image_size, 3)).astype(np.float32)
+    for model in models:
+        for _ in range(warmup):
+            model.predict_on_batch(images)
+    times = [[] for _ in models]
     for _ in range(runs):
-        start = time.perf_counter()
-        model.predict_on_batch(images)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), float(np.percentile(times, 90))
+        for model, own in zip(models, times):
+            start = time.perf_counter()
+            model.predict_on_batch(images)
+            own.append(time.perf_counter() - start)
+    return [(statistics.median(own), float(np.percentile(own, 90))) for own in times]
 
 
 def main(argv=None):
@@ -106,13 +113,13 @@ def main(argv=None):
                 variable.assign(weights[variable.path])
         fd = build_model(name, pod={"scales": table3_scales(name)}, **kwargs)
         transfer_weights(baseline, fd)  # sub-convolutions take their channels (and taps) of the baseline kernels
-        baseline_time = None
-        for suffix, model in (("", baseline), ("-GSL", gsl), ("-FD", fd)):
+        models = [baseline, gsl, fd]
+        for model in models:
             model.compile(jit_compile=jit_compile)
-            median, p90 = latency(model, args.runs, args.warmup)
-            baseline_time = baseline_time or median
+        results = latencies(models, args.runs, args.warmup)
+        for suffix, model, (median, p90) in zip(("", "-GSL", "-FD"), models, results):
             print(f"{family + suffix:<16} {kind:<8} {model.count_params() / 1e6:7.2f}M {median * 1e3:12.1f} ms "
-                  f"{p90 * 1e3:6.1f} ms {median / baseline_time:9.2f}x", flush=True)
+                  f"{p90 * 1e3:6.1f} ms {median / results[0][0]:9.2f}x", flush=True)
         del baseline, gsl, fd
     return 0
 
