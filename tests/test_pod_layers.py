@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_pyramids.backbones import resnet as resnet_lib
 from keras_pyramids.layers import GlobalScaleConv2D, ScaleDecomposedConv2D
 from keras_pyramids.pod import decompose_scale, split_factor
 
@@ -207,3 +208,15 @@ def test_decomposed_conv_config_round_trip_and_errors():
     assert clone.get_config() == fd.get_config() and clone.filters == 8
     with pytest.raises(ValueError, match="kernel sizes 1 or 3"):
         ScaleDecomposedConv2D([{"filters": 2, "kernel_size": (5, 5), "dilation_rate": (1, 1)}])
+
+
+def test_imagenet_copy_into_a_gsl_resnet_keeps_the_kernels_and_does_not_warn_about_the_scale_predictors(
+        monkeypatch, recwarn):
+    """The paper starts GSL networks from ImageNet weights: the 3x3 kernels copy, the scale predictors are new."""
+    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    monkeypatch.setattr(keras.applications, "ResNet50", lambda include_top, weights: reference)
+    model = resnet_lib.resnet50((32, 32, 3), outputs=("C3",), weights="imagenet",
+                                conv3x3=("conv", "global_scale", "conv", "conv"))
+    assert not [w for w in recwarn if "did not cover" in str(w.message)]
+    np.testing.assert_array_equal(np.asarray(model.get_layer("conv3").blocks[1].conv2.kernel),
+                                  np.asarray(reference.get_layer("conv3_block2_2_conv").kernel))

@@ -638,7 +638,12 @@ def resnet(
     if weights == "imagenet":
         application = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
         report = load_keras_applications_weights(model, application(include_top=False, weights="imagenet"))
-        standard = [k for k in report.missing if (m := re.match(r"conv(\d+)_", k)) and int(m.group(1)) <= 5]
+        # Sublayers a 3x3 factory's layer declares new (``new_parameters``, e.g. POD's scale predictor)
+        # have no ImageNet counterpart by design.
+        new = {f"{leaf.name}/{part}/" for layer in model.layers if isinstance(layer, _ResNetLayer)
+               for leaf in layer.leaf_layers() for part in getattr(leaf, "new_parameters", ())}
+        standard = [k for k in report.missing if (m := re.match(r"conv(\d+)_", k)) and int(m.group(1)) <= 5
+                    and not any(k.startswith(prefix) for prefix in new)]
         if standard:
             warnings.warn(
                 f"ImageNet weights did not cover {len(standard)} weights: {standard[:5]}"

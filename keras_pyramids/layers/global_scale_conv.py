@@ -117,6 +117,9 @@ class GlobalScaleConv2D(keras.layers.Layer):
     (``(h, w)`` log-scales).
     """
 
+    # Sublayers a pretrained plain convolution has no weights for (the ImageNet copy does not warn about them).
+    new_parameters = ("scale_predictor",)
+
     def __init__(
         self,
         filters,
