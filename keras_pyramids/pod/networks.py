@@ -180,6 +180,31 @@ class TransferReport:
     unused: list = dataclasses.field(default_factory=list)  # source weights with no target (the scale predictors)
 
 
+class _PathIndex(dict):
+    """Variables by path, found by their full path or else by the longest tail of it that names one
+    variable: a model rebuilt from its config may build a nested stage outside its parent's name scope
+    (``conv5/...`` for ``res5_head/conv5/...``), while layer names stay unique."""
+
+    def __init__(self, variables):
+        super().__init__((variable.path, variable) for variable in variables)
+        tails = {}
+        for path in self:
+            parts = path.split("/")
+            for i in range(1, len(parts) - 1):
+                tails.setdefault("/".join(parts[i:]), []).append(path)
+        self.tails = {tail: paths[0] for tail, paths in tails.items() if len(paths) == 1}
+
+    def find(self, path):
+        if path in self:
+            return path
+        parts = path.split("/")
+        for i in range(len(parts) - 1):
+            tail = "/".join(parts[i:])
+            if tail in self.tails:
+                return self.tails[tail]
+        return None
+
+
 _SUB_CONV_WEIGHT = re.compile(r"(.*)/(lower|upper|integral)/(kernel|bias)$")
 
 
@@ -199,19 +224,20 @@ def transfer_weights(source, target):
     Raises:
         ValueError: a target weight that nothing in ``source`` gives (named).
     """
-    sources = {variable.path: variable for variable in source.weights}
+    sources = _PathIndex(source.weights)
     report = TransferReport()
     used, missing = set(), []
     for variable in target.weights:
         path, shape = variable.path, tuple(variable.shape)
-        if path in sources and tuple(sources[path].shape) == shape:
-            variable.assign(sources[path])
+        same = sources.find(path)
+        if same is not None and tuple(sources[same].shape) == shape:
+            variable.assign(sources[same])
             report.copied.append(path)
-            used.add(path)
+            used.add(same)
             continue
         match = _SUB_CONV_WEIGHT.match(path)
-        origin = f"{match.group(1)}/{match.group(3)}" if match else None
-        if origin not in sources:
+        origin = sources.find(f"{match.group(1)}/{match.group(3)}") if match else None
+        if origin is None:
             missing.append(f"{path} {shape}")
             continue
         value = np.asarray(sources[origin])
