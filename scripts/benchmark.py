@@ -11,15 +11,22 @@ Prints one row per model:
   paper's Table 1 reports 26 ms (PPN) / 27 ms (SSD) on a TITAN X GPU.
 * training images/second: ``--train-steps`` steps of ``fit`` at
   ``--batch-size`` on random images with targets from the model's own target
-  assigner (one warm-up step excluded), momentum SGD.
+  assigner (one warm-up step excluded), momentum SGD. Two-stage models
+  (Faster R-CNN) train through the same ``fit``: their targets are the
+  ground truth padded to ``max_boxes``, the RPN and RoI targets are computed
+  inside the step.
 
 Example::
 
     python scripts/benchmark.py --runs 30 --batch-size 8
     python scripts/benchmark.py --models ppn_mobilenet ssd_mobilenet --image-size 300
+    python scripts/benchmark.py --models retinanet_resnet50_fpn faster_rcnn_resnet50_c4 \
+        faster_rcnn_resnet50_fpn --image-size 512 --batch-size 2
 
 Each model runs at its own factory's default size (PPN / SSD 300, RetinaNet
-640) unless ``--image-size`` sets one size for all.
+640, Faster R-CNN 800) unless ``--image-size`` sets one size for all. Memory:
+the C4 model's RoIAlign gathers ``512 RoIs x 28 x 28 x 1024`` floats per
+training image (1.6 GB, whatever the image size), so keep its training batch small on a CPU.
 """
 
 import argparse
@@ -30,7 +37,8 @@ import time
 import numpy as np
 
 
-DEFAULT_MODELS = ["ppn_mobilenet", "ssd_mobilenet", "retinanet_resnet50_fpn"]
+DEFAULT_MODELS = ["ppn_mobilenet", "ssd_mobilenet", "retinanet_resnet50_fpn", "faster_rcnn_resnet50_c4",
+                  "faster_rcnn_resnet50_fpn"]
 
 
 def _parse_bool(text):
