@@ -58,6 +58,8 @@ import tensorflow as tf
 
 from keras_pyramids.categories import SAVED_MODEL_EXTRA_DIR, categories_file
 from keras_pyramids.data.pipeline import resize_image
+from keras_pyramids.models.two_stage import TwoStageDetector
+from keras_pyramids.ops.roi_align import RoIAlign
 from keras_pyramids.ops.losses import class_scores
 from keras_pyramids.ops.postprocess import DetectionPostProcessor
 from keras_pyramids.validation import check_new_paths
@@ -474,12 +476,18 @@ def export_tflite(model, path, quantize=None, overwrite=False, nms="auto", nms_s
         ``path``.
 
     Raises:
-        ValueError: not a detector, an unknown ``quantize`` or ``nms``, or
+        ValueError: not a detector, a two-stage detector with RoIAlign (TFLite
+            cannot run it), an unknown ``quantize`` or ``nms``, or
             ``nms="in_file"`` for a model whose post-processing the op cannot do
             (the message says why).
         FileExistsError: ``path`` or ``<path>.json`` exists and ``overwrite`` is False.
     """
     _check_detector(model)
+    if isinstance(model, TwoStageDetector) and isinstance(model.roi_pooler, RoIAlign):
+        # Checked: the converter refuses RoIAlign's rank-6 batched matmul, and with that flattened
+        # the interpreter refuses its rank-6 strided slices (TFLite kernels take at most rank 5).
+        raise ValueError(f"TFLite cannot run {model.name}: its RoIAlign works on rank-6 tensors and TFLite "
+                         "kernels take at most rank 5; export a SavedModel.")
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}; got {quantize!r}.")
     if nms not in NMS_PLACES:

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pyramids as kp
+from keras_pyramids.export import export_tflite
 from keras_pyramids.models.compose import BACKBONES
 from keras_pyramids.models.faster_rcnn import build_faster_rcnn
 from keras_pyramids.models.two_stage import TwoStageDetector
@@ -161,3 +162,10 @@ def test_c4_and_torchvision_parameter_counts():
     assert non_batch_norm_params(torchvision) + 1024 * 4 + 4 == 41_755_286
     c4 = kp.build_model("faster_rcnn_resnet50_c4", num_classes=80, image_size=128)
     assert non_batch_norm_params(c4) == 33_791_644
+
+
+def test_tflite_export_is_refused_with_a_reason(tmp_path):
+    model = kp.build_model("faster_rcnn_resnet50_c4", **SMALL["faster_rcnn_resnet50_c4"])
+    with pytest.raises(ValueError, match="RoIAlign works on rank-6 tensors.*export a SavedModel"):
+        export_tflite(model, str(tmp_path / "model.tflite"))
+    assert not list(tmp_path.iterdir())
