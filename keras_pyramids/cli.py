@@ -178,7 +178,7 @@ def _train_config_from_args(args):
     if args.config:
         config = TrainConfig.from_json(args.config, **overrides)
     else:
-        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+        config = TrainConfig.from_cli_defaults(**overrides)
     if explicit_auto:
         config.jit_compile = None
     if files:
@@ -355,7 +355,7 @@ def cmd_anchors(args):
     if args.config:
         config = TrainConfig.from_json(args.config, **overrides)
     else:
-        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+        config = TrainConfig.from_cli_defaults(**overrides)
     split = args.split or config.train_split
     name = os.path.splitext(os.path.basename(args.model))[0] if from_file else config.model
     plot_path = args.plot or f"anchor_coverage_{name}_{config.dataset.replace('/', '_')}_{split}.png"

@@ -32,6 +32,18 @@ from keras_pyramids.training.strategy import STRATEGIES
 RESUME_KEYS = ("model", "model_kwargs", "dataset", "dataset_kwargs", "train_split", "image_size",
                "batch_size", "optimizer", "fit_anchors")
 
+# What `keras-pyramids train` starts from when no --config file is given (a user's own data, from
+# scratch, on a CPU); flags override each. Chosen by measurement on the built-in small-object set
+# (scripts/small_data_benchmark.py, /work/notes/issue-16.md): see README "Train on your own COCO folder".
+CLI_DEFAULTS = {
+    "image_size": 256,
+    "batch_size": 16,
+    "epochs": 20,
+    "optimizer": "adam",
+    "learning_rate": 3e-3,
+    "warmup_steps": 100,
+}
+
 # Model factory arguments the trainer sets itself.
 _TRAINER_MODEL_KWARGS = {"num_classes": "it is the training dataset's class count",
                          "image_size": "use the image_size setting"}
@@ -244,6 +256,14 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if not (isinstance(k, str) and k.startswith("_"))}
         check.check_keys("config key", list(values), known)
         return cls(**values)
+
+    @classmethod
+    def from_cli_defaults(cls, **overrides):
+        """The config ``keras-pyramids train`` uses without ``--config``: :data:`CLI_DEFAULTS`
+        (from-scratch settings that learn in minutes on a CPU), then ``overrides`` (not ``None``)."""
+        values = dict(CLI_DEFAULTS)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
 
     @classmethod
     def from_json(cls, path, **overrides):
