@@ -30,6 +30,7 @@ import typing
 # (keras_pyramids.startup), so the imports below can stay at module level.
 from keras_pyramids import export
 from keras_pyramids.anchor_coverage import anchor_coverage, plot_anchor_coverage
+from keras_pyramids.anchor_fitting import fit_model_anchors
 from keras_pyramids.categories import find_categories
 from keras_pyramids.data import load_dataset
 from keras_pyramids.evaluation import describe_metrics, evaluate_detector
@@ -372,6 +373,15 @@ def cmd_anchors(args):
                             image_size=config.image_size, **config.model_kwargs)
     if getattr(model, "kind", None) != "detector" or not hasattr(model, "anchors"):
         raise CliError(f"{name} is not an anchor-based detector; keras-pyramids anchors needs one.")
+    if args.fit:
+        if from_file:
+            raise CliError("--fit needs a registered model name (a trained .keras keeps the anchors it was "
+                           "trained with).")
+        fit = fit_model_anchors(model, data)
+        print(fit.format())
+        if fit.changed:
+            model = build_model(config.model, num_classes=data.num_classes, image_size=config.image_size,
+                                **dict(config.model_kwargs, anchor_config=fit.generator))
     coverage = anchor_coverage(model, data, max_images=args.max_images, progress=not args.quiet)
     print(coverage.format())
     title = (f"{name} at {model.image_size[0]}x{model.image_size[1]} on "
@@ -513,6 +523,9 @@ def build_parser():
     anchors.add_argument("--dataset-kwargs", type=_parse_json_object, metavar="JSON")
     anchors.add_argument("--split", help="split to look at (default: the config's train_split)")
     anchors.add_argument("--max-images", type=int, help="look at the first N images only")
+    anchors.add_argument("--fit", action="store_true",
+                         help="fit the anchor scales and aspect ratios to the split's boxes first (what "
+                              "train --fit-anchors does) and report the fitted anchors' coverage")
     anchors.add_argument("--plot", metavar="PNG",
                          help="new PNG of best IoU against box size (default "
                               "anchor_coverage_<model>_<dataset>_<split>.png)")

@@ -147,3 +147,17 @@ def test_train_fit_anchors_keeps_them_in_keras_file_and_export(tmp_path):
     boxes = boxes[(boxes[:, 2] > boxes[:, 0])]
     anchors = np.clip(model.anchors, 0, 1)
     assert len(boxes) and all(np.abs(anchors - box).max(axis=1).min() < 1e-4 for box in boxes)
+
+
+def test_anchors_command_fit_prints_coverage_before_and_after(tmp_path, capsys):
+    from keras_pyramids import cli
+
+    code = cli.main(["anchors", "--model", "ppn_mobilenet", "--image-size", "96", "--model-kwargs",
+                     json.dumps({"depth_multiplier": 0.25, "predictor_depth": 16}), "--dataset", "glyphs",
+                     "--dataset-kwargs", json.dumps({"num_examples": 12, "image_size": 96}), "--fit", "--quiet",
+                     "--plot", str(tmp_path / "coverage.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "model's anchors:" in out and "fitted settings: min_scale=" in out
+    fitted = float(out.split("fitted anchors:")[1].split("%")[0])
+    table = float(out.split("\n  all")[1].split("%")[0].split()[-1])
+    assert table == pytest.approx(fitted, abs=0.51)  # the coverage table is of the fitted anchors

@@ -117,7 +117,7 @@ def _train_command(model_dir):
         "--dataset", "shapes",
         "--dataset-kwargs", json.dumps({"num_examples": NUM_EXAMPLES, "image_size": SIZE}),
         "--image-size", str(SIZE), "--batch-size", str(BATCH), "--epochs", str(EPOCHS),
-        "--learning-rate", "0.01", "--warmup-steps", "2", "--no-augment", "--seed", "1",
+        "--optimizer", "sgd", "--learning-rate", "0.01", "--warmup-steps", "2", "--no-augment", "--seed", "1",
         "--backup-every-steps", "2", "--num-visualize", "0", "--eval-max-examples", "8",
         "--model-dir", str(model_dir),
     ]

@@ -110,7 +110,8 @@ def test_cli_exits_3_with_one_line_when_the_loss_diverges(tmp_path, capsys):
     code = cli.main(["train", "--model", "ppn_mobilenet", "--model-kwargs",
                      '{"depth_multiplier": 0.25, "predictor_depth": 32}', "--dataset-kwargs",
                      '{"num_examples": 16, "image_size": 64}', "--image-size", "64", "--batch-size", "8",
-                     "--epochs", "3", "--learning-rate", "1e30", "--optimizer", "sgd", "--no-augment",
+                     "--epochs", "3", "--learning-rate", "1e30", "--optimizer", "sgd", "--warmup-steps", "0",
+                     "--no-augment",
                      "--verbose", "0", "--model-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 3, err

@@ -163,6 +163,10 @@ def train(config, callbacks=(), evaluate=True):
     run_files.check_run_dir(config.model_dir, config.to_dict(), RESUME_KEYS)
     train_data = _load_train_data(config)
     steps_per_epoch = _steps_per_epoch(config, train_data)
+    if not config.learning_rate_values and config.warmup_steps >= config.epochs * steps_per_epoch:
+        raise ValueError(
+            f"warmup_steps {config.warmup_steps} is not below the run's {config.epochs * steps_per_epoch} steps "
+            f"({config.epochs} epochs x {steps_per_epoch}); lower warmup_steps (--warmup-steps) or train longer.")
     # The held-out split too, so a missing split or evaluation on the training
     # images is refused now and not after training.
     eval_data = None
