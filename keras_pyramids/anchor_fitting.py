@@ -185,7 +185,7 @@ class AnchorFit:
     def format(self):
         """Coverage before and after, and the settings that changed, as printed by ``train --fit-anchors``."""
         lines = [
-            f"Anchor fit on {self.num_boxes} training boxes at {self.image_size[0]}x{self.image_size[1]} "
+            f"Anchor fit on {self.num_boxes} boxes at {self.image_size[0]}x{self.image_size[1]} "
             f"(a box is covered by an anchor at IoU >= {self.threshold:g}):",
             f"  model's anchors: {self.before.matched:.1%} covered, mean best IoU {self.before.mean_best_iou:.3f}",
             f"  fitted anchors:  {self.after.matched:.1%} covered, mean best IoU {self.after.mean_best_iou:.3f}",
