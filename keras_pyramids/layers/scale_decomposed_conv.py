@@ -92,7 +92,8 @@ class ScaleDecomposedConv2D(keras.layers.Layer):
     def __init__(self, sub_convs, strides=1, use_bias=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(sub_convs, (list, tuple)) or not 1 <= len(sub_convs) <= 2:
-            raise ValueError(f"{self.name}: sub_convs must be a list of one or two sub-convolutions; got {sub_convs!r}.")
+            raise ValueError(
+                f"{self.name}: sub_convs must be a list of one or two sub-convolutions; got {sub_convs!r}.")
         self.sub_convs = [_check_sub_conv(spec, i, self.name) for i, spec in enumerate(sub_convs)]
         if len({spec["bound"] for spec in self.sub_convs}) != len(self.sub_convs):
             raise ValueError(f"{self.name}: sub-convolutions need different bounds; got {sub_convs!r}.")

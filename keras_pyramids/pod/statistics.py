@@ -140,7 +140,8 @@ def format_scale_table(stats, layers="first_last", title=None):
              "  ".join([f"{'Method':<{first}}", "Scale Rate"] + [f"{_short(n):>{w}}" for n, w in zip(names, widths)])]
     for axis in ("h", "w"):
         label = title if axis == "h" else ""
-        lines.append("  ".join([f"{label:<{first}}", f"{axis:<10}"] + [f"{c:>{w}}" for c, w in zip(cells[axis], widths)]))
+        row = [f"{label:<{first}}", f"{axis:<10}"] + [f"{c:>{w}}" for c, w in zip(cells[axis], widths)]
+        lines.append("  ".join(row))
     return "\n".join(lines)
 
 
