@@ -161,3 +161,11 @@ def test_anchors_command_fit_prints_coverage_before_and_after(tmp_path, capsys):
     fitted = float(out.split("fitted anchors:")[1].split("%")[0])
     table = float(out.split("\n  all")[1].split("%")[0].split()[-1])
     assert table == pytest.approx(fitted, abs=0.51)  # the coverage table is of the fitted anchors
+
+
+def test_large_box_sets_are_fitted_on_a_fixed_sample():
+    boxes = np.concatenate([boxes_on_grid(8, 0.1)] * 40)  # 2560 boxes
+    start = SSDAnchorGenerator(min_scale=0.3, max_scale=0.3, aspect_ratios=(1.0,), interpolated_scale_aspect_ratio=0)
+    fit = af.fit_anchors(boxes, start, [(8, 8)], (64, 64), max_boxes=500)
+    assert fit.num_boxes == 500 and fit.after.matched == 1.0
+    assert fit.generator == af.fit_anchors(boxes, start, [(8, 8)], (64, 64), max_boxes=500).generator
