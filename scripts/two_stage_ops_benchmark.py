@@ -7,7 +7,11 @@ Times are the median of ``--runs`` calls after one warm-up (compilation) call.
 Sizes follow detectron2's Faster R-CNN at a ``--image-size`` square input:
 FPN anchors on P2-P6 (3 per location), ``--gt`` padded boxes, 2000 proposals
 per image in training, 512 sampled RoIs, RoIAlign 7x7 on P2-P5 with 256
-channels and 14x14 on a stride-16 C4 map with ``--c4-channels`` channels.
+channels and 14x14 on a stride-16 C4 map with ``--c4-channels`` channels;
+SPP-net's 50-bin pyramid (6, 3, 2, 1) of the 512 RoIs on a stride-16 map of
+``--spp-channels`` channels (ZF-5's conv5: 256), by the gather (static
+shapes, what the detectors run) and by the one-box-at-a-time fallback for
+maps of unknown size (``spp_per_box``; its XLA column compiles a while loop).
 
 Example::
 
@@ -23,7 +27,7 @@ import subprocess
 import sys
 import time
 
-OPS = ("rpn_labels", "proposals", "roi_sampler", "roi_align_fpn", "roi_align_c4")
+OPS = ("rpn_labels", "proposals", "roi_sampler", "roi_align_fpn", "roi_align_c4", "spp_gather", "spp_per_box")
 
 
 def build(op, args):
@@ -31,6 +35,7 @@ def build(op, args):
     import numpy as np
     import tensorflow as tf
 
+    from keras_pyramids.layers.spp import SpatialPyramidRoIPooling
     from keras_pyramids.ops.anchors import FPNAnchorGenerator
     from keras_pyramids.ops.proposals import generate_proposals
     from keras_pyramids.ops.roi_align import roi_align
@@ -78,6 +83,15 @@ def build(op, args):
         h = -(-size // 16)
         feature = rng.normal(size=(batch, h, h, args.c4_channels)).astype(np.float32)
         return (lambda f, r: roi_align(f, r, (size, size), 16, 14, args.sampling_ratio)), (feature, rois)
+    if op in ("spp_gather", "spp_per_box"):
+        h = -(-size // 16)
+        feature = rng.normal(size=(batch, h, h, args.spp_channels)).astype(np.float32)
+        pixels = rois * np.float32(size)  # the pixel-box form, which also takes maps of unknown size
+        layer = SpatialPyramidRoIPooling((6, 3, 2, 1), stride=16)
+        if op == "spp_gather":
+            return (lambda f, r: layer(f, r)), (feature, pixels)
+        unknown = [None, None, None, args.spp_channels]
+        return (lambda f, r: layer(tf.compat.v1.placeholder_with_default(f, unknown), r)), (feature, pixels)
     raise ValueError(op)
 
 
@@ -104,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--gt", type=int, default=20, help="padded ground-truth boxes per image")
     parser.add_argument("--c4-channels", type=int, default=1024)
+    parser.add_argument("--spp-channels", type=int, default=256)
     parser.add_argument("--sampling-ratio", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ops", default=",".join(OPS))
@@ -118,7 +133,8 @@ def main(argv=None):
     print(f"{'op':<16}{'graph ms':>10}{'graph MB':>10}{'XLA ms':>10}{'XLA MB':>10}")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     passthrough = [f"--image-size={args.image_size}", f"--batch-size={args.batch_size}", f"--gt={args.gt}",
-                   f"--c4-channels={args.c4_channels}", f"--sampling-ratio={args.sampling_ratio}",
+                   f"--c4-channels={args.c4_channels}", f"--spp-channels={args.spp_channels}",
+                   f"--sampling-ratio={args.sampling_ratio}",
                    f"--runs={args.runs}"]
     for op in args.ops.split(","):
         cells = []

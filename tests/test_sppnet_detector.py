@@ -8,6 +8,7 @@ import keras_pyramids as kp
 from keras_pyramids.layers import SpatialPyramidRoIPooling
 from keras_pyramids.models.sppnet_detector import PAPER_SCALES, scale_image_sizes
 from keras_pyramids.models.two_stage import TwoStageDetector
+from keras_pyramids.pyramids.select import ProjectLevels
 
 SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
 SMALL = dict(num_classes=3, image_size=128, fc_dims=(64, 64), proposals=SMALL_PROPOSALS, rois_per_image=32,
@@ -52,6 +53,17 @@ def test_resnet_detector_pools_the_projected_dilated_conv5():
     assert tuple(raw["boxes"].shape) == (2, 32, 3, 4) and tuple(raw["classes"].shape) == (2, 32, 4)
 
 
+def test_project_levels_neck_round_trip(tmp_path):
+    inputs = {"C5": keras.Input((4, 4, 8), name="C5")}
+    model = keras.Model(inputs, ProjectLevels(("C5",), channels=3, name="neck")(inputs))
+    x = {"C5": np.random.default_rng(1).normal(size=(2, 4, 4, 8)).astype(np.float32)}
+    assert model.count_params() == 8 * 3 + 3
+    model.save(tmp_path / "neck.keras")
+    loaded = keras.saving.load_model(tmp_path / "neck.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)[0]), np.asarray(model(x)[0]))
+    assert np.asarray(model(x)[0]).min() == 0.0  # ReLU
+
+
 def test_outputs_and_keras_round_trip(tmp_path):
     model = kp.build_model("sppnet_zf5_detector", **SMALL, scales=(96, 128, 192))
     assert isinstance(model, TwoStageDetector)
@@ -78,3 +90,4 @@ def test_multi_scale_runs_the_backbone_at_every_scale():
     assert [tuple(m.shape[1:3]) for m in model.first_stage.output["roi_maps"]] == [(3, 3), (7, 7), (15, 15)]
     single = kp.build_model("sppnet_zf5_detector", **SMALL)
     assert not single.multi_scale and "roi_maps" not in single.first_stage.output
+
