@@ -119,7 +119,7 @@ def main(argv=None):
         throughput = training_throughput(model, args.batch_size, args.train_steps) if args.train_steps else float("nan")
         size = "x".join(map(str, model.image_size))
         print(f"{name:<24} {size:>9} {model.count_params() / 1e6:7.2f}M {median * 1e3:20.1f} {p90 * 1e3:8.1f} "
-              f"{throughput:24.1f}", flush=True)
+              f"{throughput:24.3g}", flush=True)
     return 0
 
 
