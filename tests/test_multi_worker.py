@@ -14,7 +14,7 @@ TRAIN_ARGS = [
     "--model", "ppn_mobilenet", "--model-kwargs", '{"depth_multiplier": 0.25}',
     "--dataset", "shapes", "--dataset-kwargs", '{"num_examples": 16, "image_size": 64}',
     "--image-size", "64", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
-    "--no-augment", "--seed", "0", "--optimizer", "sgd", "--learning-rate", "0.01",
+    "--no-augment", "--seed", "0", "--optimizer", "sgd", "--learning-rate", "0.01", "--warmup-steps", "0",
     "--eval-max-examples", "4", "--num-visualize", "0", "--verbose", "1",
 ]
 
