@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 
 import keras_pyramids as kp
+from keras_pyramids.data import load_dataset, make_detection_pipeline
 from keras_pyramids.layers import SpatialPyramidRoIPooling
 from keras_pyramids.models.sppnet_detector import PAPER_SCALES, scale_image_sizes
 from keras_pyramids.models.two_stage import TwoStageDetector
 from keras_pyramids.pyramids.select import ProjectLevels
+
+from detection_checks import recall_at_iou
 
 SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
 SMALL = dict(num_classes=3, image_size=128, fc_dims=(64, 64), proposals=SMALL_PROPOSALS, rois_per_image=32,
@@ -91,3 +94,26 @@ def test_multi_scale_runs_the_backbone_at_every_scale():
     single = kp.build_model("sppnet_zf5_detector", **SMALL)
     assert not single.multi_scale and "roi_maps" not in single.first_stage.output
 
+
+
+@pytest.mark.slow
+def test_sppnet_learns_shapes_from_scratch():
+    keras.utils.set_random_seed(0)
+    shapes = dict(image_size=128, min_size=0.25, max_size=0.6, max_objects=2, empty_fraction=0.0)
+    train = load_dataset("shapes", "train", num_examples=320, **shapes)
+    held_out = load_dataset("shapes", "validation", num_examples=32, **shapes)
+    # conv5 at stride 16 is 8 x 8 here: objects span 2-5 cells, each pooled to the 50 bins.
+    model = kp.build_model("sppnet_resnet50_detector", num_classes=train.num_classes, image_size=128,
+                           backbone_width=0.25, channels=64, fc_dims=(256, 256), dropout=0.0,
+                           proposals=SMALL_PROPOSALS, rois_per_image=64, max_boxes=4)
+    untrained = recall_at_iou(model, held_out)
+    pipeline = make_detection_pipeline(train.examples, model.target_assigner(), model.image_size, 16,
+                                       training=True, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    history = model.fit(pipeline, epochs=10, verbose=0).history
+    trained = recall_at_iou(model, held_out)
+    # Measured (05:55 UTC, load 2.4, 93 s): recall 0.10 -> 0.77, class loss 0.60 -> 0.41, RPN 0.18 -> 0.012.
+    # The RPN learns first; the head's losses fall later (better proposals give it more foreground RoIs).
+    assert history["rpn_class_loss"][-1] < 0.3 * history["rpn_class_loss"][0]
+    assert history["class_loss"][-1] < 0.8 * history["class_loss"][0]
+    assert trained >= 0.5 and trained > untrained + 0.3
