@@ -439,8 +439,7 @@ def build_parser():
         description="Without --config, training starts from these defaults (for your own data, from scratch, "
                     "on a CPU; measured on the built-in glyphs set, see README): "
                     + ", ".join(f"{key}={value}" for key, value in CLI_DEFAULTS.items())
-                    + "; on a coco_folder the anchors are fitted to the training boxes (--no-fit-anchors keeps "
-                      "the model's). Every flag overrides its setting.")
+                    + "; --fit-anchors fits the anchors to the training boxes. Every flag overrides its setting.")
     train.add_argument("--config", help="JSON config (experiments/*.json); other flags override it")
     _add_train_config_flags(train)
     for prefix, split in (("", "training"), ("eval-", "evaluation")):

@@ -11,7 +11,7 @@ from keras_pyramids.training.trainer import train
 @pytest.mark.slow
 def test_cli_defaults_fit_the_anchors_and_learn_on_small_mirror_glyphs(tmp_path):
     # The defaults `keras-pyramids train` starts from, on a small glyphs set at half size, a tiny PPN,
-    # flips off (mirror pairs) and the anchors fitted as on a coco_folder. AP needs minutes of training
+    # flips off (mirror pairs) and --fit-anchors. AP needs minutes of training
     # (scripts/small_data_benchmark.py measures it); here 120 steps must cut both losses.
     config = TrainConfig.from_cli_defaults(
         dataset="glyphs", dataset_kwargs={"num_examples": 160, "image_size": 128, "min_size": 0.1, "max_size": 0.5},

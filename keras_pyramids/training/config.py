@@ -66,8 +66,8 @@ class TrainConfig:
             continues from its backup instead.
         fit_anchors: fit the anchor scales and aspect ratios to the training
             boxes (most boxes with an anchor at the matching IoU; coverage
-            printed before and after, kept in the model); ``None`` (default):
-            on a ``coco_folder`` only, the models' paper anchors elsewhere.
+            printed before and after, kept in the model); default: the
+            model's own (paper) anchors.
         dataset: ``keras_pyramids.data.load_dataset`` name (``shapes``,
             ``coco_folder``, ``coco/2017``, ``voc/2007``).
         data_dir: where the dataset lives (meaning depends on the dataset).
@@ -136,7 +136,7 @@ class TrainConfig:
     model: str = "ppn_mobilenet"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     init_from: Optional[str] = None
-    fit_anchors: Optional[bool] = None
+    fit_anchors: bool = False
     dataset: str = "shapes"
     data_dir: Optional[str] = None
     dataset_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -237,7 +237,7 @@ class TrainConfig:
             if name in self.model_kwargs:
                 raise ValueError(f"model_kwargs may not set {name}: {why}.")
         check_model_kwargs(self.model, self.model_kwargs, what="model_kwargs")
-        check.check_bool("fit_anchors", self.fit_anchors, allow_none=True)
+        check.check_bool("fit_anchors", self.fit_anchors)
         check_fit_anchors(self)
         _check_dataset_kwargs(self.dataset, self.dataset_kwargs)
 
