@@ -11,7 +11,7 @@ from keras_pyramids.models.sppnet_detector import PAPER_SCALES, scale_image_size
 from keras_pyramids.models.two_stage import TwoStageDetector
 from keras_pyramids.pyramids.select import ProjectLevels
 
-from detection_checks import recall_at_iou
+from detection_checks import assert_two_stage_round_trip, recall_at_iou
 
 SMALL_PROPOSALS = dict(pre_nms_top_k=200, post_nms_top_k=64, test_pre_nms_top_k=100, test_post_nms_top_k=32)
 SMALL = dict(num_classes=3, image_size=128, fc_dims=(64, 64), proposals=SMALL_PROPOSALS, rois_per_image=32,
@@ -71,18 +71,8 @@ def test_outputs_and_keras_round_trip(tmp_path):
     model = kp.build_model("sppnet_zf5_detector", **SMALL, scales=(96, 128, 192))
     assert isinstance(model, TwoStageDetector)
     assert model.second_stage.get_layer("spp_roi_pooling").output.shape[-1] == 12_800  # 50 bins x 256
-    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
-    raw = model(images)
-    assert tuple(raw["boxes"].shape) == (2, 32, 3, 4) and tuple(raw["classes"].shape) == (2, 32, 4)
-    before = model.predict_on_batch(images)
-    assert before["boxes"].shape == (2, 100, 4) and before["classes"].dtype == np.int32
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = assert_two_stage_round_trip(model, tmp_path)
     assert type(loaded) is TwoStageDetector and loaded.roi_image_sizes == model.roi_image_sizes
-    after = loaded.predict_on_batch(images)
-    for key in before:
-        np.testing.assert_array_equal(before[key], after[key])
 
 
 def test_multi_scale_runs_the_backbone_at_every_scale():
